@@ -1,0 +1,61 @@
+"""One-line user errors: bad input is reported as a single line and exit code 2."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import seqio
+
+
+class DoremiError(Exception):
+  """A problem with the user's input or configuration (not a bug)."""
+
+
+def require_mixture_or_task(name: str) -> seqio.Task | seqio.Mixture:
+  """Looks up a SeqIO provider, failing with the name and the registered choices."""
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
+    known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
+    hint = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+    raise DoremiError(f"unknown task or mixture {name!r} (registered: {hint or 'none'})") from None
+
+
+def require_task(name: str) -> seqio.Task:
+  if name not in seqio.TaskRegistry.names():
+    raise DoremiError(f"unknown task {name!r}")
+  return seqio.TaskRegistry.get(name)
+
+
+def _one_line(exc: BaseException) -> str:
+  text = " ".join(str(exc).split())
+  return text if len(text) < 400 else text[:397] + "..."
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+  """Exception types reported as one line (gin parse/binding errors included)."""
+  types: list[type[BaseException]] = [DoremiError, FileNotFoundError]
+  try:
+    from doremi_jax.corpus_build import CorpusBuildError  # pylint: disable=g-import-not-at-top
+    types.append(CorpusBuildError)
+  except ImportError:
+    pass
+  return tuple(types)
+
+
+def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
+  """Decorates a CLI main: user errors become ``error: <one line>`` and exit 2."""
+
+  @functools.wraps(main)
+  def wrapper(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except user_errors() as exc:  # pylint: disable=catching-non-exception
+      print(f"error: {_one_line(exc)}", file=sys.stderr)
+      sys.exit(2)
+    except KeyboardInterrupt:
+      print("error: interrupted (checkpoints written so far are kept)", file=sys.stderr)
+      sys.exit(130)
+
+  return wrapper

@@ -1,0 +1,42 @@
+"""TensorBoard scalars (per-domain metrics split by domain name) and a progress bar."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tqdm
+
+TENSORBOARD_SUBDIR = "tensorboard"
+
+
+class MetricsWriter:
+  """Writes scalars; a ``[k]`` metric becomes ``<name>/<domain>`` for each domain."""
+
+  def __init__(self, model_dir: str, domains: Sequence[str], enabled: bool = True):
+    self.domains = list(domains)
+    self._writer = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._writer = SummaryWriter(os.path.join(model_dir, TENSORBOARD_SUBDIR))
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    if self._writer is None:
+      return
+    for name, value in metrics.items():
+      value = np.asarray(value)
+      if value.ndim == 0:
+        self._writer.add_scalar(name, float(value), step)
+      elif value.shape == (len(self.domains),):
+        for domain, v in zip(self.domains, value.tolist()):
+          self._writer.add_scalar(f"{name}/{domain}", float(v), step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+def progress_bar(start: int, total: int, enabled: bool = True) -> tqdm.tqdm:
+  return tqdm.tqdm(initial=start, total=total, disable=not enabled, unit="step",
+                   dynamic_ncols=True, leave=False)

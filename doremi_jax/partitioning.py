@@ -1,0 +1,86 @@
+"""Device mesh and logical-axis rules (t5x / MaxText style, configured in gin).
+
+Code only ever names *logical* axes; ``LOGICAL_AXIS_RULES`` decides which mesh
+axis (``data``, ``fsdp``, ``model``) each one is split over. A ``-1`` in
+``mesh_shape`` takes all remaining devices.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from doremi_jax import errors
+
+MESH_AXES = ("data", "fsdp", "model")
+
+# Batch over data x fsdp; weights fully sharded over fsdp and tensor-parallel over model.
+STANDARD_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("vocab", "model"),
+    ("embed", "fsdp"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("domains", None),
+)
+
+
+@gin.configurable
+def logical_axis_rules(rules: Sequence[tuple[str, Any]] = STANDARD_LOGICAL_AXIS_RULES):
+  return tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in rules)
+
+
+@gin.configurable
+def make_mesh(mesh_shape: Sequence[int] = (-1, 1, 1),
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ``(data, fsdp, model)`` mesh over all (or the given) devices."""
+  devices = list(devices if devices is not None else jax.devices())
+  shape = list(mesh_shape)
+  if len(shape) != len(MESH_AXES):
+    raise errors.DoremiError(f"mesh_shape needs {len(MESH_AXES)} entries {MESH_AXES}, got {shape}")
+  if shape.count(-1) > 1:
+    raise errors.DoremiError(f"mesh_shape may hold at most one -1, got {shape}")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if len(devices) % known:
+      raise errors.DoremiError(f"mesh_shape {shape} does not divide {len(devices)} devices")
+    shape[shape.index(-1)] = len(devices) // known
+  if math.prod(shape) != len(devices):
+    raise errors.DoremiError(f"mesh_shape {shape} needs {math.prod(shape)} devices, "
+                             f"found {len(devices)}")
+  try:
+    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+    grid = mesh_utils.create_device_mesh(shape, devices=devices)
+  except (ValueError, AssertionError, NotImplementedError):
+    grid = np.asarray(devices).reshape(shape)
+  return Mesh(grid, MESH_AXES)
+
+
+def logical_sharding(mesh: Mesh, logical_names: Sequence[str | None], rules=None) -> NamedSharding:
+  rules = logical_axis_rules() if rules is None else rules
+  spec = nn.logical_to_mesh_axes(tuple(logical_names), rules)
+  return NamedSharding(mesh, spec)
+
+
+def tree_shardings(mesh: Mesh, logical_specs: Any, rules=None) -> Any:
+  """Maps a tree of logical ``PartitionSpec``s (from ``nn.get_partition_spec``)."""
+  rules = logical_axis_rules() if rules is None else rules
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_size_divisor(mesh: Mesh, rules=None) -> int:
+  """How many ways the ``batch`` logical axis is split: the global batch must divide it."""
+  spec = logical_sharding(mesh, ("batch",), rules).spec[0]
+  axes = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
+  return math.prod(mesh.shape[a] for a in axes)

@@ -1,0 +1,202 @@
+"""Training loop for the reference, proxy (DoReMi) and main runs, driven by gin.
+
+    python -m doremi_jax.train --gin_file=runs/proxy.gin \
+        --gin.MODEL_DIR=\"runs/x/proxy\" --gin.REFERENCE_MODEL_DIR=\"runs/x/reference\"
+
+A run writes into ``MODEL_DIR``: ``config.gin`` (operative config), orbax
+``checkpoints/``, TensorBoard events, ``train_summary.json`` when finished and,
+for the proxy, ``domain_weights.jsonl`` (trajectory) plus the exported mixture.
+It refuses a non-empty ``MODEL_DIR`` unless ``RESUME = True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import gin
+import jax
+import numpy as np
+
+from doremi_jax import (checkpoints, data, errors, export, gin_utils, metrics_writer,
+                        partitioning, steps)
+from doremi_jax import model as model_lib
+from doremi_jax import train_state as ts
+
+SUMMARY_FILE = "train_summary.json"
+WEIGHTS_TRAJECTORY_FILE = "domain_weights.jsonl"
+
+
+def check_model_dir(model_dir: str, resume: bool) -> dict | None:
+  """Protects other runs' outputs; returns the summary if this run already finished."""
+  summary_path = os.path.join(model_dir, SUMMARY_FILE)
+  if os.path.isdir(model_dir) and os.listdir(model_dir):
+    if not resume:
+      raise errors.DoremiError(
+          f"model dir {model_dir!r} is not empty; pass --gin.RESUME=True to resume it "
+          "or choose a new MODEL_DIR")
+    if os.path.exists(summary_path):
+      with open(summary_path) as f:
+        return json.load(f)
+  return None
+
+
+def _host_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+  return {k: np.asarray(v) for k, v in jax.device_get(dict(metrics)).items()}
+
+
+@gin.configurable(denylist=["overrides"])
+def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+          task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+          train_steps: int = gin.REQUIRED, kind: str = "plain", batch_size: int = 16,
+          seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
+          checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
+          export_name: str | None = None, overrides: Mapping[str, Any] | None = None
+          ) -> dict[str, Any]:
+  """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi)."""
+  del overrides
+  if kind not in ("plain", "proxy"):
+    raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
+  if kind == "proxy" and not reference_model_dir:
+    raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
+  if train_steps <= 0:
+    raise errors.DoremiError(f"TRAIN_STEPS must be positive, got {train_steps}")
+  model_dir = os.path.abspath(model_dir)
+  finished = check_model_dir(model_dir, resume)
+  if finished is not None and finished.get("steps") == train_steps:
+    return finished
+  os.makedirs(model_dir, exist_ok=True)
+
+  cfg = model_lib.TransformerConfig()
+  data.check_vocabulary(mixture_or_task_name, cfg.vocab_size)
+  domains = data.domains_of(mixture_or_task_name)
+  mesh = partitioning.make_mesh()
+  rules = partitioning.logical_axis_rules()
+  if batch_size % partitioning.batch_size_divisor(mesh, rules):
+    raise errors.DoremiError(f"batch size {batch_size} does not divide over the mesh's "
+                             f"{partitioning.batch_size_divisor(mesh, rules)} data shards")
+  seq_len = int(task_feature_lengths["targets"])
+  lm = model_lib.TransformerLM(cfg)
+  optimizer = ts.make_optimizer(train_steps)
+  num_domain_state = len(domains) if kind == "proxy" else None
+  abstract, shardings = ts.state_shardings(lm, optimizer, mesh, seq_len, num_domain_state, rules)
+  doremi_cfg = steps.DoremiConfig() if kind == "proxy" else None
+  step_fn = steps.make_train_step(kind, lm, optimizer, mesh, shardings, len(domains),
+                                  doremi_cfg, rules)
+
+  ckpt = checkpoints.Checkpointer(model_dir, checkpoint_every)
+  start = ckpt.latest_step() if resume else None
+  if start is not None:
+    state = ckpt.restore(abstract, start)
+  else:
+    start = 0
+    state = ts.init_state(lm, optimizer, mesh, seq_len, seed, num_domain_state, rules=rules)
+  reference_params = None
+  if kind == "proxy":
+    reference_params = checkpoints.restore_params(reference_model_dir, abstract.params)
+  if jax.process_index() == 0:
+    gin_utils.write_operative_config(os.path.join(model_dir, "config.gin"))
+
+  ds = data.seqio_dataset(mixture_or_task_name, task_feature_lengths, "train", batch_size,
+                          domains, shuffle=True, seed=seed, skip_batches=start)
+  batches = data.global_batches(ds, steps.batch_shardings(mesh, rules))
+  writer = metrics_writer.MetricsWriter(model_dir, domains, enabled=jax.process_index() == 0)
+  trajectory = (open(os.path.join(model_dir, WEIGHTS_TRAJECTORY_FILE), "a")
+                if kind == "proxy" and jax.process_index() == 0 else None)
+  bar = metrics_writer.progress_bar(start, train_steps, enabled=progress)
+  tokens_per_step = batch_size * seq_len
+  t0, last = time.time(), None
+  try:
+    for step in range(start, train_steps):
+      try:
+        batch = next(batches)
+      except StopIteration:
+        raise errors.DoremiError(f"{mixture_or_task_name!r} ran out of training data at step "
+                                 f"{step}") from None
+      args = (state, reference_params, batch) if kind == "proxy" else (state, batch)
+      state, metrics = step_fn(*args)
+      done = step + 1
+      if done % log_every == 0 or done == train_steps:
+        host = _host_metrics(metrics)  # the only host sync, once per log interval
+        if not np.isfinite(host["loss"]):
+          raise errors.DoremiError(f"loss is {host['loss']} (NaN/inf) at step {done}; the last "
+                                   "checkpoint is kept; lower the learning rate")
+        elapsed = time.time() - t0
+        host["tokens_per_second"] = np.asarray((done - start) * tokens_per_step / elapsed)
+        writer.write(done, host)
+        if trajectory is not None:
+          trajectory.write(json.dumps({"step": done, **{
+              key: dict(zip(domains, host[key].tolist()))
+              for key in ("domain_weights", "average_domain_weights", "domain_excess")}}) + "\n")
+          trajectory.flush()
+        bar.set_postfix(loss=f"{float(host['loss']):.3f}",
+                        tok_s=f"{float(host['tokens_per_second']):.0f}")
+        last = host
+      bar.update(1)
+      ckpt.save(done, state)
+    ckpt.save(train_steps, state, force=True) if ckpt.latest_step() != train_steps else None
+    ckpt.wait()
+  finally:
+    bar.close()
+    writer.close()
+    if trajectory is not None:
+      trajectory.close()
+    ckpt.close()
+
+  summary: dict[str, Any] = {
+      "kind": kind, "steps": train_steps, "mixture_or_task_name": mixture_or_task_name,
+      "domains": domains, "batch_size": batch_size, "sequence_length": seq_len,
+      "seed": seed, "model": {"num_params": cfg.num_params(), **cfg.__dict__},
+      "final_loss": float(last["loss"]) if last else None,
+      "tokens_per_second": float(last["tokens_per_second"]) if last else None,
+      "wall_seconds": time.time() - t0,
+  }
+  if kind == "proxy":
+    domains_state = jax.device_get(state.domains)
+    average = dict(zip(domains, np.asarray(domains_state.average).tolist()))
+    summary.update({
+        "average_domain_weights": average,
+        "final_domain_weights": dict(zip(domains, np.asarray(domains_state.weights).tolist())),
+        "reference_model_dir": os.path.abspath(reference_model_dir),
+        "doremi": dict(doremi_cfg.__dict__)})
+    if jax.process_index() == 0:
+      summary["export"] = export.export_from_proxy(model_dir, average, train_steps, doremi_cfg,
+                                                   reference_model_dir, mixture_or_task_name,
+                                                   name=export_name)
+  if jax.process_index() == 0:
+    with open(os.path.join(model_dir, SUMMARY_FILE), "w") as f:
+      json.dump(summary, f, indent=2)
+  return summary
+
+
+@gin.configurable
+def import_task_modules(modules: Sequence[str] = ()) -> None:
+  """Imports modules that register SeqIO Tasks/Mixtures (t5x's ``--gin.tasks`` idea)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  for name in modules:
+    if name.endswith(".py"):  # an exported mixture module, by path
+      export.load_module(name)
+      continue
+    try:
+      importlib.import_module(name)
+    except ImportError as exc:
+      raise errors.DoremiError(f"cannot import task module {name!r}: {exc}") from None
+
+
+@errors.exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  args = gin_utils.parse_args(sys.argv[1:] if argv is None else argv,
+                              "Train a reference, DoReMi proxy or main model.")
+  gin_utils.configure(args.gin_file, args.bindings, args.gin_search_paths)
+  gin_utils.call_configured(import_task_modules)
+  return gin_utils.call_configured(train)
+
+
+def console_main() -> None:
+  main()
+
+
+if __name__ == "__main__":
+  console_main()

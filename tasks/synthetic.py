@@ -1,0 +1,108 @@
+"""Synthetic domains with a known answer, generated deterministically in code.
+
+  * ``synthetic_noise``  - i.i.d. uniform tokens: maximal entropy, nothing to learn.
+  * ``synthetic_repeat`` - one token repeated through the document: trivial.
+  * ``synthetic_markov1`` - a sparse first-order Markov chain (easy to learn).
+  * ``synthetic_markov2`` - a sparse second-order Markov chain (harder to learn).
+
+DoReMi should move weight away from ``noise`` (no excess loss to reduce: the
+reference is already at the entropy floor) and ``repeat`` (learned in a few
+steps), and towards the Markov domains, where a proxy lags the reference longest.
+
+Token ids: 0 is padding, 1 is EOS, documents use ids ``2 .. VOCAB_SIZE - 1``.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from doremi_jax import tasks_lib
+
+VOCAB_SIZE = 256
+DOMAINS = ("noise", "repeat", "markov1", "markov2")
+TASK_PREFIX = "synthetic_"
+BASELINE_MIXTURE = "synthetic_baseline"
+UNIFORM_MIXTURE = "synthetic_uniform"
+# Baseline rates: proportional to an (arbitrary, fixed) notion of domain size.
+BASELINE_RATES = {"noise": 0.3, "repeat": 0.3, "markov1": 0.2, "markov2": 0.2}
+_DOCS = {"train": 1500, "validation": 100}
+_DOC_LEN = (96, 320)
+
+
+def _rng(domain: str, split: str) -> np.random.Generator:
+  return np.random.default_rng(zlib.crc32(f"{domain}/{split}".encode()))
+
+
+def _sparse_transitions(rng: np.random.Generator, states: int, branching: int, vocab: int):
+  """Each state moves to one of ``branching`` tokens with Dirichlet probabilities."""
+  nxt = rng.integers(2, vocab, size=(states, branching))
+  probs = rng.dirichlet(np.ones(branching), size=states)
+  return nxt, probs.cumsum(axis=1)
+
+
+def _markov_document(rng, table, order: int, length: int, vocab: int) -> np.ndarray:
+  nxt, cum = table
+  doc = list(rng.integers(2, vocab, size=order))
+  draws = rng.random(length)
+  for i in range(length - order):
+    state = doc[-1] if order == 1 else (doc[-1] * 7919 + doc[-2]) % nxt.shape[0]
+    doc.append(nxt[state, int(np.searchsorted(cum[state], draws[i]))])
+  return np.asarray(doc[:length], dtype=np.int32)
+
+
+def generate_documents(domain: str, split: str, vocab: int = VOCAB_SIZE) -> list[np.ndarray]:
+  """All documents of one domain/split; the chains are shared across splits."""
+  rng = _rng(domain, split)
+  lengths = rng.integers(*_DOC_LEN, size=_DOCS[split])
+  table_rng = _rng(domain, "table")
+  if domain == "noise":
+    return [rng.integers(2, vocab, size=n, dtype=np.int32) for n in lengths]
+  if domain == "repeat":
+    return [np.full(n, rng.integers(2, vocab), dtype=np.int32) for n in lengths]
+  if domain == "markov1":
+    table = _sparse_transitions(table_rng, vocab, 4, vocab)
+    return [_markov_document(rng, table, 1, n, vocab) for n in lengths]
+  if domain == "markov2":
+    table = _sparse_transitions(table_rng, 4096, 8, vocab)
+    return [_markov_document(rng, table, 2, n, vocab) for n in lengths]
+  raise ValueError(f"unknown synthetic domain {domain!r}")
+
+
+def _dataset_fn(domain: str):
+  cache: dict[str, tf.data.Dataset] = {}
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    del shuffle_files, seed  # a single in-memory shard; seqio shuffles examples.
+    if split not in cache:
+      docs = generate_documents(domain, split)
+      cache[split] = tf.data.Dataset.from_tensor_slices(
+          tf.ragged.constant([d.tolist() for d in docs], dtype=tf.int32)).map(
+              lambda d: {"targets": d})
+    return cache[split]
+
+  return dataset_fn
+
+
+def register(vocab_size: int = VOCAB_SIZE) -> list[str]:
+  """Registers the four domain Tasks plus the baseline and uniform Mixtures."""
+  if vocab_size != VOCAB_SIZE:
+    raise ValueError(f"synthetic domains use vocab_size={VOCAB_SIZE}, got {vocab_size}")
+  vocab = seqio.PassThroughVocabulary(size=VOCAB_SIZE, eos_id=1)
+  names = []
+  for domain in DOMAINS:
+    source = seqio.FunctionDataSource(
+        _dataset_fn(domain), splits=tuple(_DOCS),
+        num_input_examples=dict(_DOCS))
+    task = tasks_lib.register_domain_task(TASK_PREFIX + domain, source, vocab, tokenized=True)
+    names.append(task.name)
+  tasks_lib.register_mixture(
+      BASELINE_MIXTURE, {TASK_PREFIX + d: r for d, r in BASELINE_RATES.items()})
+  tasks_lib.register_uniform_mixture(UNIFORM_MIXTURE, names)
+  tasks_lib.record_provenance(names, "import tasks.synthetic  # registers the synthetic domains")
+  return names
+
+
+register()
