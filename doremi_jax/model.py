@@ -28,6 +28,9 @@ class TransformerConfig:
   head_dim: int = 32
   mlp_dim: int = 512
   tied_embeddings: bool = True
+  # Untied output layer starts at zero: the first predictions are uniform, so a
+  # fresh proxy sits exactly at the entropy floor of pure-noise domains.
+  zero_init_logits: bool = True
   dtype: str = "float32"        # activation / compute dtype
   param_dtype: str = "float32"
   rope_max_wavelength: float = 10_000.0
@@ -141,5 +144,6 @@ class TransformerLM(nn.Module):
     else:
       logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
                         param_dtype=jnp.dtype(cfg.param_dtype), name="logits_dense",
-                        kernel_init=_param(Init.lecun_normal(), ("embed", "vocab")))(x)
+                        kernel_init=_param(Init.zeros if cfg.zero_init_logits
+                                           else Init.lecun_normal(), ("embed", "vocab")))(x)
     return _constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))

@@ -1,9 +1,9 @@
 """Synthetic domains with a known answer, generated deterministically in code.
 
   * ``synthetic_noise``  - i.i.d. uniform tokens: maximal entropy, nothing to learn.
-  * ``synthetic_repeat`` - one token repeated through the document: trivial.
-  * ``synthetic_markov1`` - a sparse first-order Markov chain (easy to learn).
-  * ``synthetic_markov2`` - a sparse second-order Markov chain (harder to learn).
+  * ``synthetic_repeat`` - one fixed 8-token cycle, repeated: trivial, learned in a few steps.
+  * ``synthetic_markov1`` - a sparse first-order chain over 64 tokens (easy to learn).
+  * ``synthetic_markov2`` - a sparse second-order chain over 32 tokens (harder to learn).
 
 DoReMi should move weight away from ``noise`` (no excess loss to reduce: the
 reference is already at the entropy floor) and ``repeat`` (learned in a few
@@ -30,6 +30,7 @@ UNIFORM_MIXTURE = "synthetic_uniform"
 BASELINE_RATES = {"noise": 0.3, "repeat": 0.3, "markov1": 0.2, "markov2": 0.2}
 _DOCS = {"train": 1500, "validation": 100}
 _DOC_LEN = (96, 320)
+_CYCLE = 8
 
 
 def _rng(domain: str, split: str) -> np.random.Generator:
@@ -48,7 +49,7 @@ def _markov_document(rng, table, order: int, length: int, vocab: int) -> np.ndar
   doc = list(rng.integers(2, vocab, size=order))
   draws = rng.random(length)
   for i in range(length - order):
-    state = doc[-1] if order == 1 else (doc[-1] * 7919 + doc[-2]) % nxt.shape[0]
+    state = doc[-1] if order == 1 else doc[-1] * 34 + doc[-2]
     doc.append(nxt[state, int(np.searchsorted(cum[state], draws[i]))])
   return np.asarray(doc[:length], dtype=np.int32)
 
@@ -61,13 +62,14 @@ def generate_documents(domain: str, split: str, vocab: int = VOCAB_SIZE) -> list
   if domain == "noise":
     return [rng.integers(2, vocab, size=n, dtype=np.int32) for n in lengths]
   if domain == "repeat":
-    return [np.full(n, rng.integers(2, vocab), dtype=np.int32) for n in lengths]
+    cycle = np.arange(2, 2 + _CYCLE, dtype=np.int32)
+    return [np.tile(cycle, n // _CYCLE + 2)[(o := rng.integers(_CYCLE)):o + n] for n in lengths]
   if domain == "markov1":
-    table = _sparse_transitions(table_rng, vocab, 4, vocab)
-    return [_markov_document(rng, table, 1, n, vocab) for n in lengths]
+    table = _sparse_transitions(table_rng, vocab, 2, 2 + 64)
+    return [_markov_document(rng, table, 1, n, 2 + 64) for n in lengths]
   if domain == "markov2":
-    table = _sparse_transitions(table_rng, 4096, 8, vocab)
-    return [_markov_document(rng, table, 2, n, vocab) for n in lengths]
+    table = _sparse_transitions(table_rng, 34 * 34, 4, 2 + 32)
+    return [_markov_document(rng, table, 2, n, 2 + 32) for n in lengths]
   raise ValueError(f"unknown synthetic domain {domain!r}")
 
 
