@@ -8,13 +8,15 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(PY) -c 'import jax, flax, seqio, gin, orbax.checkpoint'
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+DEMO_GIN ?= experiments/demo.gin
+
 demo: $(STAMP)
-	$(PY) -m doremi_jax.demo
+	$(PY) -m doremi_jax.pipeline --gin_file=$(DEMO_GIN)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -18,6 +18,9 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "doremi-train=doremi_jax.train:console_main",
+            "doremi-pipeline=doremi_jax.pipeline:console_main",
+            "doremi-eval=doremi_jax.evaluate:main",
+            "doremi-corpus=doremi_jax.corpus:main",
         ],
     },
 )

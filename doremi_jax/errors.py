@@ -29,7 +29,9 @@ def require_task(name: str) -> seqio.Task:
 
 
 def _one_line(exc: BaseException) -> str:
-  text = " ".join(str(exc).split())
+  # gin appends "In call to configurable ..." lines to errors raised inside configurables.
+  lines = [ln for ln in str(exc).splitlines() if not ln.strip().startswith("In call to configurable")]
+  text = " ".join(" ".join(lines).split())
   return text if len(text) < 400 else text[:397] + "..."
 
 

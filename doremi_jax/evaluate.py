@@ -11,6 +11,11 @@ architecture always matches the checkpoint.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # run the package module, so gin sees each configurable once
+  from doremi_jax.evaluate import main as _main  # pylint: disable=g-import-not-at-top
+  _main()
+  raise SystemExit(0)
+
 import json
 import math
 import os
@@ -115,6 +120,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(format_table({os.path.basename(os.path.normpath(model_dir)): result}))
   return result
 
-
-if __name__ == "__main__":
-  main()

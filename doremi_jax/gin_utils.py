@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str], description: str) -> argparse.Namespace:
 
 def configure(gin_files: Sequence[str], bindings: Sequence[str], search_paths: str = "") -> None:
   """Parses gin files and bindings, failing with one line that names the bad piece."""
+  # Register every configurable (train, evaluate, pipeline, ...) so any gin file parses.
+  import doremi_jax.pipeline  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   paths = [p for p in search_paths.split(",") if p] + [os.getcwd(), REPO_GIN_DIR]
   for path in paths:
     gin.add_config_file_search_path(path)
@@ -77,3 +79,31 @@ def call_configured(fn, *args, **kwargs):
 def write_operative_config(path: str) -> None:
   with open(path, "w") as f:
     f.write(gin.operative_config_str())
+
+
+_NO_DEFAULT = object()
+
+
+def macro_value(name: str, default=_NO_DEFAULT):
+  """The value of gin macro ``name`` (``default`` if unbound), for task modules that read
+  settings at import time. It is evaluated the way a binding is, so the macro shows up
+  in the operative ``config.gin``; an unbound macro without default, or one left at
+  ``%gin.REQUIRED``, is a one-line error."""
+  try:
+    gin.query_parameter(f"%{name}")
+  except ValueError:
+    if default is _NO_DEFAULT:
+      raise errors.DoremiError(f"missing required gin value: {name} (pass --gin.{name}=...)") from None
+    return default
+  value = gin.config.parse_value(f"%{name}").scoped_configurable_fn()
+  if value is gin.REQUIRED:
+    raise errors.DoremiError(f"missing required gin value: {name} (pass --gin.{name}=...)")
+  return value
+
+
+def macro_is_bound(name: str) -> bool:
+  try:
+    gin.query_parameter(f"%{name}")
+    return True
+  except ValueError:
+    return False

@@ -10,6 +10,11 @@ latest checkpoint. Round k+1's reference trains on round k's exported mixture.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # run the package module, so gin sees each configurable once
+  from doremi_jax.pipeline import console_main as _main  # pylint: disable=g-import-not-at-top
+  _main()
+  raise SystemExit(0)
+
 import hashlib
 import json
 import os
@@ -177,6 +182,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def console_main() -> None:
   main()
 
-
-if __name__ == "__main__":
-  console_main()

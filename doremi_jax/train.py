@@ -10,6 +10,11 @@ It refuses a non-empty ``MODEL_DIR`` unless ``RESUME = True``.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # run the package module, so gin sees each configurable once
+  from doremi_jax.train import console_main as _main  # pylint: disable=g-import-not-at-top
+  _main()
+  raise SystemExit(0)
+
 import json
 import os
 import sys
@@ -197,6 +202,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def console_main() -> None:
   main()
 
-
-if __name__ == "__main__":
-  console_main()

@@ -2,8 +2,8 @@
 
   * ``synthetic_noise``  - i.i.d. uniform tokens: maximal entropy, nothing to learn.
   * ``synthetic_repeat`` - one fixed 8-token cycle, repeated: trivial, learned in a few steps.
-  * ``synthetic_markov1`` - a sparse first-order chain over 64 tokens (easy to learn).
-  * ``synthetic_markov2`` - a sparse second-order chain over 32 tokens (harder to learn).
+  * ``synthetic_markov1`` - a sparse first-order chain over all tokens (learnable).
+  * ``synthetic_markov2`` - a sparse second-order chain over 32 tokens (learnable, needs 2 tokens of context).
 
 DoReMi should move weight away from ``noise`` (no excess loss to reduce: the
 reference is already at the entropy floor) and ``repeat`` (learned in a few
@@ -65,8 +65,8 @@ def generate_documents(domain: str, split: str, vocab: int = VOCAB_SIZE) -> list
     cycle = np.arange(2, 2 + _CYCLE, dtype=np.int32)
     return [np.tile(cycle, n // _CYCLE + 2)[(o := rng.integers(_CYCLE)):o + n] for n in lengths]
   if domain == "markov1":
-    table = _sparse_transitions(table_rng, vocab, 2, 2 + 64)
-    return [_markov_document(rng, table, 1, n, 2 + 64) for n in lengths]
+    table = _sparse_transitions(table_rng, vocab, 4, vocab)
+    return [_markov_document(rng, table, 1, n, vocab) for n in lengths]
   if domain == "markov2":
     table = _sparse_transitions(table_rng, 34 * 34, 4, 2 + 32)
     return [_markov_document(rng, table, 2, n, 2 + 32) for n in lengths]
