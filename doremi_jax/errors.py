@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import seqio
+if TYPE_CHECKING:  # seqio pulls in TensorFlow (seconds): imported where it is used
+  import seqio
 
 
 class DoremiError(Exception):
@@ -14,6 +15,7 @@ class DoremiError(Exception):
 
 def require_mixture_or_task(name: str) -> seqio.Task | seqio.Mixture:
   """Looks up a SeqIO provider, failing with the name and the registered choices."""
+  import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name
   try:
     return seqio.get_mixture_or_task(name)
   except ValueError:
@@ -23,6 +25,7 @@ def require_mixture_or_task(name: str) -> seqio.Task | seqio.Mixture:
 
 
 def require_task(name: str) -> seqio.Task:
+  import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name
   if name not in seqio.TaskRegistry.names():
     raise DoremiError(f"unknown task {name!r}")
   return seqio.TaskRegistry.get(name)

@@ -43,7 +43,7 @@ def evaluate(model_dir: str, mixture_or_task_name: str, split: str = "validation
   lm = model_lib.TransformerLM(cfg)
   data.check_vocabulary(mixture_or_task_name, cfg.vocab_size)
   domains = data.domains_of(mixture_or_task_name)
-  lengths = task_feature_lengths or gin.query_parameter("train.task_feature_lengths")
+  lengths = dict(task_feature_lengths or gin_utils.macro_value("TASK_FEATURE_LENGTHS"))
   mesh = partitioning.make_mesh()
   rules = partitioning.logical_axis_rules()
   abstract, _ = ts.state_shardings(lm, ts.make_optimizer(1), mesh, int(lengths["targets"]),

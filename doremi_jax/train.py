@@ -184,6 +184,10 @@ def import_task_modules(modules: Sequence[str] = ()) -> None:
     if name.endswith(".py"):  # an exported mixture module, by path
       export.load_module(name)
       continue
+    module = sys.modules.get(name)
+    if module is not None and hasattr(module, "register_from_gin"):
+      module.register_from_gin()  # already imported: re-read this config's gin macros
+      continue
     try:
       importlib.import_module(name)
     except ImportError as exc:

@@ -1,0 +1,133 @@
+"""Corpus command line: build the embedded corpus, or print any corpus dir's sizes.
+
+    python -m doremi_jax.corpus build [--out DIR] [--cap-bytes N]
+    python -m doremi_jax.corpus stats DIR [--vocab 8000|bytes] [--tokenizer PATH]
+
+``stats`` prints one row per domain - documents, characters and tokens of the train
+and validation splits, and the domain's rate in the token-count baseline mixture -
+training (and caching) the corpus's SentencePiece tokenizer first if needed. Tokens
+include one EOS per document, as in the packed Tasks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
+
+from doremi_jax import corpus_build, corpus_reader, errors, tokenizer  # noqa: E402
+
+DEFAULT_CAP_BYTES = 2_000_000
+
+
+def embedded_corpus_dir() -> str:
+  """Where the embedded corpus is built by default."""
+  cache = os.environ.get("DOREMI_CACHE") or "~/.cache/doremi_jax"
+  return str(Path(cache).expanduser() / "embedded_corpus")
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+  """Plain aligned text: first column left-aligned, the others right-aligned."""
+  cells = [list(map(str, header))] + [[f"{c:,}" if isinstance(c, int) else str(c) for c in r]
+                                      for r in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                     enumerate(zip(r, widths))).rstrip() for r in cells]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
+def build(out: str | None, cap_bytes: int, domains: str | None, cache_dir: str | None) -> None:
+  out = out or embedded_corpus_dir()
+  start = time.perf_counter()
+  manifest = corpus_build.build_corpus(out, cap_bytes, domains.split(",") if domains else None,
+                                       cache_dir)
+  rows = [[name, d["documents"], d["characters"], d["bytes"], d["source"]]
+          for name, d in manifest["domains"].items()]
+  rows.append(["total", sum(r[1] for r in rows), sum(r[2] for r in rows),
+               sum(r[3] for r in rows), ""])
+  print(format_table(["domain", "documents", "characters", "bytes", "source"], rows))
+  for name, why in manifest.get("skipped", {}).items():
+    print(f"skipped {name}: {why}")
+  print(f"{out} (cap {cap_bytes:,} bytes per domain) ready in {time.perf_counter() - start:.1f}s")
+
+
+def _vocab_arg(value: str) -> str | int:
+  if value == tokenizer.BYTES:
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"--vocab must be an integer or 'bytes', got {value!r}")
+
+
+def stats(corpus_dir: str, vocab: str | int, tokenizer_path: str | None,
+          validation_fraction: float, domains: str | None, sample_chars: int) -> None:
+  found = corpus_reader.select(corpus_reader.discover(corpus_dir),
+                               [d for d in (domains or "").split(",") if d])
+  from doremi_jax import corpus_stats  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  t0 = time.perf_counter()
+  fps = corpus_reader.corpus_fingerprints(found, corpus_dir)
+  if tokenizer_path:
+    vocabulary = tokenizer_path
+  else:
+    vocabulary = tokenizer.BYTES if vocab == tokenizer.BYTES else tokenizer.SENTENCEPIECE
+  vocab_size = vocab if isinstance(vocab, int) else tokenizer.DEFAULT_VOCAB_SIZE
+  seq_vocab, tok_dir = corpus_stats.corpus_vocabulary(
+      corpus_dir, found, fps, vocabulary, vocab_size, validation_fraction, sample_chars)
+  if tokenizer_path and isinstance(vocab, int):
+    tokenizer.check_vocab_matches(vocab, seq_vocab, what="--vocab", exact=True)
+  t1 = time.perf_counter()
+  table = corpus_stats.domain_stats(found, fps, seq_vocab, validation_fraction, tok_dir)
+  rates = corpus_stats.token_rates(table, what=f"{corpus_dir} baseline")
+  t2 = time.perf_counter()
+  keys = [("documents", "docs"), ("characters", "chars"), ("tokens", "tokens")]
+  header = ["domain"] + [f"{short} {s[:5]}" for _, short in keys for s in corpus_reader.SPLITS]
+  header.append("baseline")
+  rows = [[name] + [st[s][k] for k, _ in keys for s in corpus_reader.SPLITS]
+          + [f"{rates[name]:.4f}"] for name, st in table.items()]
+  rows.append(["total"] + [sum(r[i] for r in rows) for i in range(1, len(header) - 1)]
+              + ["1.0000"])
+  print(format_table(header, rows))
+  model = getattr(seq_vocab, "sentencepiece_model_file", None)
+  print(f"tokenizer: {model or type(seq_vocab).__name__} ({seq_vocab.vocab_size} tokens, "
+        f"{t1 - t0:.1f}s); counts {t2 - t1:.1f}s; validation fraction {validation_fraction}")
+
+
+@errors.exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> None:
+  ap = argparse.ArgumentParser(prog="python -m doremi_jax.corpus",
+                               description=__doc__.splitlines()[0])
+  sub = ap.add_subparsers(dest="command", required=True)
+  b = sub.add_parser("build", help="build (or find cached) the embedded corpus")
+  b.add_argument("--out", help=f"output dir (default {embedded_corpus_dir()})")
+  b.add_argument("--cap-bytes", type=int, default=DEFAULT_CAP_BYTES,
+                 help="UTF-8 bytes of text per domain")
+  b.add_argument("--domains", help=f"comma-separated subset of {sorted(corpus_build.DOMAINS)}")
+  b.add_argument("--cache-dir", help="where downloaded packages are kept")
+  s = sub.add_parser("stats", help="documents, characters and tokens per domain and split")
+  s.add_argument("corpus_dir")
+  s.add_argument("--vocab", type=_vocab_arg, default=tokenizer.DEFAULT_VOCAB_SIZE,
+                 help="SentencePiece vocab size (trained if missing) or 'bytes'")
+  s.add_argument("--tokenizer", help="an existing SentencePiece .model to count with")
+  s.add_argument("--validation-fraction", type=float, default=0.05)
+  s.add_argument("--domains", help="comma-separated subset of the corpus's domains")
+  s.add_argument("--sample-chars", type=int, default=tokenizer.DEFAULT_SAMPLE_CHARS,
+                 help="characters per domain used to train the tokenizer")
+  args = ap.parse_args(argv)
+  if args.command == "build":
+    build(args.out, args.cap_bytes, args.domains, args.cache_dir)
+  else:
+    if not 0.0 <= args.validation_fraction <= 1.0:
+      raise errors.DoremiError(f"--validation-fraction must be in [0, 1], got "
+                               f"{args.validation_fraction}")
+    stats(args.corpus_dir, args.vocab, args.tokenizer, args.validation_fraction, args.domains,
+          args.sample_chars)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,172 @@
+"""Reads a corpus directory of domains: layout discovery, documents, splits, fingerprints.
+
+Two layouts, mixable in one directory (the domain name is the file or folder name):
+
+  * ``DIR/<domain>.jsonl`` (or ``.jsonl.gz`` / ``.jsonl.zst``): one JSON object a line,
+    the document in its ``text`` field;
+  * ``DIR/<domain>/`` holding ``.jsonl`` (optionally ``.gz``/``.zst``) and ``.txt`` files,
+    where a ``.txt`` file is one document.
+
+Documents are streamed from disk each time they are read; the split of a document
+is ``corpus_build.split_of(text)`` (a hash of its text), so it never changes.
+Names ending in ``.json`` (the embedded corpus's ``manifest.json``), hidden entries and
+the ``tokenizer/`` folder this package writes are not domains.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import IO, Iterator, Mapping, Sequence
+
+from doremi_jax import errors
+from doremi_jax.corpus_build import split_of
+
+SPLITS = ("train", "validation")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+TEXT_SUFFIXES = (".txt",)
+TOKENIZER_DIRNAME = "tokenizer"
+
+
+def sanitize(name: str) -> str:
+  """A valid SeqIO task-name part: lower case, runs of other characters become ``_``."""
+  out = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+  if not out:
+    raise errors.DoremiError(f"domain name {name!r} has no letters or digits")
+  return out
+
+
+def _strip_suffix(name: str, suffixes: Sequence[str]) -> str | None:
+  for suffix in suffixes:
+    if name.endswith(suffix) and len(name) > len(suffix):
+      return name[: -len(suffix)]
+  return None
+
+
+def _doc_files(folder: Path) -> list[Path]:
+  return sorted(p for p in folder.rglob("*")
+                if p.is_file() and not p.name.startswith(".")
+                and (_strip_suffix(p.name, JSONL_SUFFIXES) or _strip_suffix(p.name, TEXT_SUFFIXES)))
+
+
+def discover(corpus_dir: str) -> dict[str, list[Path]]:
+  """Domain name (sanitised) -> its files, sorted by name; fails on empty or bad dirs."""
+  root = Path(corpus_dir).expanduser()
+  if not root.is_dir():
+    raise errors.DoremiError(f"corpus dir {corpus_dir!r} does not exist or is not a directory")
+  found: dict[str, list[Path]] = {}
+  origin: dict[str, str] = {}
+  for entry in sorted(root.iterdir()):
+    if entry.name.startswith("."):
+      continue
+    if entry.is_dir():
+      if entry.name == TOKENIZER_DIRNAME and not _doc_files(entry):
+        continue
+      raw, files = entry.name, _doc_files(entry)
+      if not files:
+        raise errors.DoremiError(
+            f"domain {raw!r} has no documents: {entry} holds no .jsonl/.txt files")
+    elif (raw := _strip_suffix(entry.name, JSONL_SUFFIXES)) is not None:
+      files = [entry]
+    else:
+      continue
+    name = sanitize(raw)
+    if name in found:
+      raise errors.DoremiError(f"domains {origin[name]!r} and {entry.name!r} in {corpus_dir} "
+                               f"both map to the task name {name!r}; rename one")
+    found[name], origin[name] = files, entry.name
+  if not found:
+    raise errors.DoremiError(
+        f"corpus dir {corpus_dir!r} has no domain files (expected <domain>.jsonl[.gz|.zst] "
+        "files or <domain>/ folders of .jsonl/.txt files)")
+  return found
+
+
+def open_text(path: Path) -> IO[str]:
+  """Opens a plain, gzip or zstandard file as UTF-8 text (bad bytes replaced)."""
+  if path.name.endswith(".gz"):
+    return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+  if path.name.endswith(".zst"):
+    import zstandard  # pylint: disable=g-import-not-at-top
+    raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+  return open(path, "r", encoding="utf-8", errors="replace")
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+  """(line number, object) for each non-blank line; a bad line is a one-line error."""
+  with open_text(path) as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+      except ValueError as exc:
+        raise errors.DoremiError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+      if not isinstance(obj, dict):
+        raise errors.DoremiError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+      yield lineno, obj
+
+
+def iter_documents(files: Sequence[Path], text_key: str = "text") -> Iterator[str]:
+  """Every non-empty document of a domain, in file order."""
+  for path in files:
+    if _strip_suffix(path.name, TEXT_SUFFIXES) is not None:
+      with open_text(path) as f:
+        text = f.read()
+      if text.strip():
+        yield text
+      continue
+    for lineno, obj in iter_json_lines(path):
+      text = obj.get(text_key)
+      if not isinstance(text, str):
+        raise errors.DoremiError(f"{path}:{lineno}: no string field {text_key!r}")
+      if text.strip():
+        yield text
+
+
+def iter_split(files: Sequence[Path], split: str, validation_fraction: float) -> Iterator[str]:
+  """The documents of one split (``train`` or ``validation``)."""
+  if split not in SPLITS:
+    raise errors.DoremiError(f"unknown split {split!r}; choose from {SPLITS}")
+  for text in iter_documents(files):
+    if split_of(text, validation_fraction) == split:
+      yield text
+
+
+def file_sha256(path: Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def fingerprint(files: Sequence[Path], root: Path, content: bool = True) -> str:
+  """sha256 over a domain's files: relative names + content sha256 (or size and mtime
+  when ``content`` is False, for corpora too large to hash on every start)."""
+  h = hashlib.sha256()
+  for path in files:
+    st = path.stat()
+    part = file_sha256(path) if content else f"{st.st_size}:{st.st_mtime_ns}"
+    h.update(f"{os.path.relpath(path, root)}\0{part}\n".encode())
+  return h.hexdigest()
+
+
+def corpus_fingerprints(domains: Mapping[str, Sequence[Path]], root: str,
+                        content: bool = True) -> dict[str, str]:
+  return {d: fingerprint(files, Path(root).expanduser(), content) for d, files in domains.items()}
+
+
+def select(domains: Mapping[str, list[Path]], names: Sequence[str] | None) -> dict[str, list[Path]]:
+  """The named domains (all when ``names`` is empty); an unknown name is an error."""
+  if not names:
+    return dict(domains)
+  unknown = [n for n in names if n not in domains]
+  if unknown:
+    raise errors.DoremiError(f"unknown domain(s) {unknown}; this corpus has {sorted(domains)}")
+  return {n: domains[n] for n in names}

@@ -1,0 +1,163 @@
+"""SentencePiece tokenizers trained (offline, deterministically) on a corpus's train split.
+
+A model is cached as ``<tokenizer dir>/spm_<vocab>.model`` next to ``spm_<vocab>.json``,
+which records the sha256 of every domain it was trained on and the training settings;
+it is retrained only when those change. Conventions match seqio/T5: pad 0, EOS 1,
+UNK 2, no BOS; ``byte_fallback`` makes any text encodable. Training samples up to
+``sample_chars`` characters of each domain (so every domain is represented), one
+sentence per line of text, with a fixed seed and two threads: the same corpus
+gives the same model file on any machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+
+from doremi_jax import errors
+
+if TYPE_CHECKING:
+  import seqio
+
+DEFAULT_VOCAB_SIZE = 8000
+DEFAULT_SAMPLE_CHARS = 1_000_000
+MIN_VOCAB_SIZE = 300  # 256 byte pieces + pad/EOS/UNK, plus a few merges
+BYTES = "bytes"
+SENTENCEPIECE = "sentencepiece"
+_MAX_LINE = 2048  # longer lines are cut (SentencePiece skips over-long sentences)
+_SETTINGS_VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def model_path(tokenizer_dir: str | Path, vocab_size: int) -> Path:
+  return Path(tokenizer_dir) / f"spm_{vocab_size}.model"
+
+
+def default_tokenizer_dir(corpus_dir: str, key: str) -> Path:
+  """``<corpus_dir>/tokenizer`` if writable, else ``$DOREMI_CACHE/tokenizers/<key>``."""
+  local = Path(corpus_dir).expanduser().resolve() / "tokenizer"
+  try:
+    local.mkdir(exist_ok=True)
+    if os.access(local, os.W_OK):
+      return local
+  except OSError:
+    pass
+  cache = Path(os.environ.get("DOREMI_CACHE") or "~/.cache/doremi_jax").expanduser()
+  return cache / "tokenizers" / key[:16]
+
+
+def sample_sentences(documents: Iterable[tuple[str, str]], domains: Sequence[str],
+                     sample_chars: int) -> list[str]:
+  """Lines of the first ``sample_chars`` characters of each domain's (domain, text) pairs."""
+  left = {d: sample_chars for d in domains}
+  full = 0
+  out: list[str] = []
+  for domain, text in documents:
+    if left.get(domain, 0) <= 0:
+      continue
+    for line in text.splitlines():
+      for i in range(0, len(line), _MAX_LINE):
+        piece = line[i:i + _MAX_LINE]
+        if piece.strip():
+          out.append(piece)
+          left[domain] -= len(piece)
+    if left[domain] <= 0:
+      full += 1
+      if full == len(left):
+        break
+  return out
+
+
+def train_sentencepiece(path: Path, vocab_size: int, sentences: Sequence[str],
+                        model_type: str = "unigram", seed: int = 0) -> None:
+  """Trains a model on ``sentences`` and writes it to ``path`` atomically."""
+  import io  # pylint: disable=g-import-not-at-top
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  if vocab_size < MIN_VOCAB_SIZE:
+    raise errors.DoremiError(f"tokenizer vocab size {vocab_size} is too small; SentencePiece "
+                             f"with byte fallback needs at least {MIN_VOCAB_SIZE}")
+  if not sentences:
+    raise errors.DoremiError("no training text for the tokenizer (empty train split?)")
+  spm.set_random_generator_seed(seed)
+  buf = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
+        model_type=model_type, byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        num_threads=2, input_sentence_size=4_000_000, shuffle_input_sentence=True,
+        character_coverage=0.9995, normalization_rule_name="nfkc",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
+        max_sentence_length=4 * _MAX_LINE + 16, minloglevel=2)
+  except RuntimeError as exc:
+    msg = " ".join(str(exc).split())
+    raise errors.DoremiError(f"cannot train a {vocab_size}-token SentencePiece model on this "
+                             f"corpus ({msg}); choose a smaller vocab size") from None
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  with os.fdopen(fd, "wb") as f:
+    f.write(buf.getvalue())
+  os.replace(tmp, path)
+
+
+def ensure_sentencepiece(tokenizer_dir: str | Path, vocab_size: int,
+                         fingerprints: Mapping[str, str],
+                         documents: Callable[[], Iterable[tuple[str, str]]],
+                         sample_chars: int = DEFAULT_SAMPLE_CHARS, model_type: str = "unigram",
+                         settings: Mapping[str, object] | None = None) -> Path:
+  """The cached model for this corpus (domain -> sha256) and settings, trained if needed.
+
+  ``documents()`` yields (domain, text) for the train split; it is only called when
+  the model must be (re)trained.
+  """
+  path = model_path(tokenizer_dir, vocab_size)
+  meta_path = path.with_suffix(".json")
+  want = {"version": _SETTINGS_VERSION, "vocab_size": vocab_size, "sample_chars": sample_chars,
+          "model_type": model_type, "corpus_sha256": dict(sorted(fingerprints.items())),
+          **dict(settings or {})}
+  try:
+    meta = json.loads(meta_path.read_text("utf-8"))
+    if path.exists() and {k: meta.get(k) for k in want} == want and meta.get(
+        "sha256") == _sha256(path):
+      return path
+  except (OSError, ValueError):
+    pass
+  sentences = sample_sentences(documents(), sorted(fingerprints), sample_chars)
+  train_sentencepiece(path, vocab_size, sentences, model_type)
+  meta_path.write_text(json.dumps({**want, "sha256": _sha256(path)}, indent=2) + "\n", "utf-8")
+  return path
+
+
+def load_vocabulary(spec: str | Path) -> seqio.Vocabulary:
+  """``"bytes"`` -> ``seqio.ByteVocabulary``; a ``.model`` path -> SentencePiece."""
+  import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  if str(spec) == BYTES:
+    return seqio.ByteVocabulary()
+  if not os.path.isfile(spec):
+    raise errors.DoremiError(f"tokenizer model {str(spec)!r} not found")
+  return seqio.SentencePieceVocabulary(str(spec))
+
+
+def vocabulary_sha256(vocab: seqio.Vocabulary) -> str:
+  """Identifies a vocabulary in cache keys: the model file's sha256, or its type name."""
+  path = getattr(vocab, "sentencepiece_model_file", None)
+  return _sha256(Path(path)) if path else f"{type(vocab).__name__}:{vocab.vocab_size}"
+
+
+def check_vocab_matches(model_vocab_size: int, vocabulary: seqio.Vocabulary,
+                        what: str = "VOCAB_SIZE", exact: bool = False) -> None:
+  """The model's embedding table must hold every token id of the tokenizer (``exact``:
+  the sizes must be equal, e.g. a requested vocab size against a given model)."""
+  size = int(vocabulary.vocab_size)
+  if int(model_vocab_size) < size or (exact and int(model_vocab_size) != size):
+    path = getattr(vocabulary, "sentencepiece_model_file", None)
+    name = f"{type(vocabulary).__name__}" + (f" {path}" if path else "")
+    need = f"= {size}" if exact else f">= {size}"
+    raise errors.DoremiError(
+        f"vocab/tokenizer mismatch: {what}={model_vocab_size} but the tokenizer ({name}) has "
+        f"{size} tokens; set {what} {need}")
