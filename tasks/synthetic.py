@@ -2,8 +2,9 @@
 
   * ``synthetic_noise``  - i.i.d. uniform tokens: maximal entropy, nothing to learn.
   * ``synthetic_repeat`` - one fixed 8-token cycle, repeated: trivial, learned in a few steps.
-  * ``synthetic_markov1`` - a sparse first-order chain over all tokens (learnable).
-  * ``synthetic_markov2`` - a sparse second-order chain over 32 tokens (learnable, needs 2 tokens of context).
+  * ``synthetic_markov1`` - a sparse first-order chain over 144 tokens (learnable).
+  * ``synthetic_markov2`` - a sparse second-order chain over 12 tokens (learnable, needs
+    two tokens of context: harder).
 
 DoReMi should move weight away from ``noise`` (no excess loss to reduce: the
 reference is already at the entropy floor) and ``repeat`` (learned in a few
@@ -30,47 +31,54 @@ UNIFORM_MIXTURE = "synthetic_uniform"
 BASELINE_RATES = {"noise": 0.3, "repeat": 0.3, "markov1": 0.2, "markov2": 0.2}
 _DOCS = {"train": 1500, "validation": 100}
 _DOC_LEN = (96, 320)
-_CYCLE = 8
 
 
 def _rng(domain: str, split: str) -> np.random.Generator:
   return np.random.default_rng(zlib.crc32(f"{domain}/{split}".encode()))
 
 
-def _sparse_transitions(rng: np.random.Generator, states: int, branching: int, vocab: int):
-  """Each state moves to one of ``branching`` tokens with Dirichlet probabilities."""
-  nxt = rng.integers(2, vocab, size=(states, branching))
+# Each domain owns a disjoint token range, so one token tells the model which domain it
+# is in: a domain's loss then depends only on how well that domain was learned.
+# The two chains have the same number of contexts (144), so they are learned at similar
+# speeds; the second-order one also needs two tokens of context.
+TOKEN_RANGES = {"repeat": (2, 10), "markov1": (10, 154), "markov2": (154, 166),
+                "noise": (166, 256)}
+
+
+def _sparse_transitions(rng: np.random.Generator, states: int, branching: int, lo: int, hi: int):
+  """Each state moves to one of ``branching`` tokens in [lo, hi) with Dirichlet probabilities."""
+  nxt = rng.integers(lo, hi, size=(states, branching))
   probs = rng.dirichlet(np.ones(branching), size=states)
   return nxt, probs.cumsum(axis=1)
 
 
-def _markov_document(rng, table, order: int, length: int, vocab: int) -> np.ndarray:
+def _markov_document(rng, table, order: int, length: int, lo: int, hi: int) -> np.ndarray:
   nxt, cum = table
-  doc = list(rng.integers(2, vocab, size=order))
+  doc = list(rng.integers(lo, hi, size=order))
   draws = rng.random(length)
   for i in range(length - order):
-    state = doc[-1] if order == 1 else doc[-1] * 34 + doc[-2]
+    state = doc[-1] - lo if order == 1 else (doc[-1] - lo) * (hi - lo) + doc[-2] - lo
     doc.append(nxt[state, int(np.searchsorted(cum[state], draws[i]))])
   return np.asarray(doc[:length], dtype=np.int32)
 
 
-def generate_documents(domain: str, split: str, vocab: int = VOCAB_SIZE) -> list[np.ndarray]:
+def generate_documents(domain: str, split: str) -> list[np.ndarray]:
   """All documents of one domain/split; the chains are shared across splits."""
+  if domain not in TOKEN_RANGES:
+    raise ValueError(f"unknown synthetic domain {domain!r}")
   rng = _rng(domain, split)
   lengths = rng.integers(*_DOC_LEN, size=_DOCS[split])
   table_rng = _rng(domain, "table")
+  lo, hi = TOKEN_RANGES[domain]
   if domain == "noise":
-    return [rng.integers(2, vocab, size=n, dtype=np.int32) for n in lengths]
+    return [rng.integers(lo, hi, size=n, dtype=np.int32) for n in lengths]
   if domain == "repeat":
-    cycle = np.arange(2, 2 + _CYCLE, dtype=np.int32)
-    return [np.tile(cycle, n // _CYCLE + 2)[(o := rng.integers(_CYCLE)):o + n] for n in lengths]
-  if domain == "markov1":
-    table = _sparse_transitions(table_rng, vocab, 4, vocab)
-    return [_markov_document(rng, table, 1, n, vocab) for n in lengths]
-  if domain == "markov2":
-    table = _sparse_transitions(table_rng, 34 * 34, 4, 2 + 32)
-    return [_markov_document(rng, table, 2, n, 2 + 32) for n in lengths]
-  raise ValueError(f"unknown synthetic domain {domain!r}")
+    cycle = np.arange(lo, hi, dtype=np.int32)
+    return [np.tile(cycle, n // len(cycle) + 2)[(o := rng.integers(len(cycle))):o + n]
+            for n in lengths]
+  order = 1 if domain == "markov1" else 2
+  table = _sparse_transitions(table_rng, (hi - lo) ** order, 4, lo, hi)
+  return [_markov_document(rng, table, order, n, lo, hi) for n in lengths]
 
 
 def _dataset_fn(domain: str):
