@@ -7,8 +7,23 @@ import os
 from typing import Sequence
 
 import gin
+from gin import config as gin_config
+from gin import resource_reader
 
 from doremi_jax import errors
+
+def _safe_system_path_exists(config_path: str) -> bool:
+  """gin's "gin file inside a Python package" lookup, minus its crash on namespace
+  packages (a ``runs/`` output dir in the working directory looks like package ``runs``)."""
+  try:
+    return resource_reader.system_path_file_exists(config_path)
+  except (TypeError, ValueError, ImportError):
+    return False
+
+
+gin_config._FILE_READERS[:] = [  # pylint: disable=protected-access
+    (reader, _safe_system_path_exists if exists is resource_reader.system_path_file_exists
+     else exists) for reader, exists in gin_config._FILE_READERS]  # pylint: disable=protected-access
 
 REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
