@@ -55,6 +55,16 @@ class Checkpointer:
     self.manager.close()
 
 
+def require_checkpoint(model_dir: str) -> int:
+  """The latest finished step of another run, or a one-line error if it has none."""
+  directory = os.path.join(os.path.abspath(model_dir), CHECKPOINT_SUBDIR)
+  steps = sorted(int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else [])
+                 if d.isdigit())
+  if not steps:
+    raise errors.DoremiError(f"no checkpoints under {directory!r} (has that run been trained?)")
+  return steps[-1]
+
+
 def restore_params(model_dir: str, abstract_params: Any, step: int | None = None) -> Any:
   """Parameters of another run (e.g. the DoReMi reference), into the given shardings."""
   directory = os.path.join(os.path.abspath(model_dir), CHECKPOINT_SUBDIR)

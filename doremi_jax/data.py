@@ -13,6 +13,8 @@ from typing import Iterator, Mapping, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import doremi_jax  # noqa: E402
+doremi_jax.import_tensorflow_quietly()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import seqio  # noqa: E402
@@ -27,6 +29,15 @@ def _domain_lookup(domains: Sequence[str]) -> tf.lookup.StaticHashTable:
   init = tf.lookup.KeyValueTensorInitializer(
       tf.constant(list(domains)), tf.range(len(domains), dtype=tf.int32))
   return tf.lookup.StaticHashTable(init, default_value=-1)
+
+
+def _pad_batch(batch: dict[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
+  """Pads a short final batch to ``size`` rows; padded rows have ``loss_mask`` 0."""
+  def pad(x):
+    missing = size - tf.shape(x)[0]
+    padded = tf.pad(x, [[0, missing]] + [[0, 0]] * (len(x.shape) - 1))
+    return tf.ensure_shape(padded, [size] + x.shape[1:].as_list())
+  return {k: pad(v) for k, v in batch.items()}
 
 
 def seqio_dataset(mixture_or_task_name: str, feature_lengths: Mapping[str, int], split: str,
@@ -64,7 +75,11 @@ def seqio_dataset(mixture_or_task_name: str, feature_lengths: Mapping[str, int],
 
   ds = seqio.utils.trim_and_pad_dataset(ds, {"targets": length})
   ds = ds.map(to_model_features, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(global_batch_size // n_proc, drop_remainder=True)
+  local_batch = global_batch_size // n_proc
+  if num_epochs is None:
+    ds = ds.batch(local_batch, drop_remainder=True)
+  else:  # finite (evaluation) data: keep the last partial batch, padded with masked rows
+    ds = ds.batch(local_batch).map(lambda b: _pad_batch(b, local_batch))
   if skip_batches:
     ds = ds.skip(skip_batches)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -122,3 +122,13 @@ def macro_is_bound(name: str) -> bool:
     return True
   except ValueError:
     return False
+
+
+def check_required(**values) -> None:
+  """Fails with one line naming the first ``%gin.REQUIRED`` macro left unset.
+
+  Keys are the macro names (``MODEL_DIR=model_dir``), as users pass them on the command line.
+  """
+  for macro, value in values.items():
+    if value is gin.REQUIRED or repr(value) == "%gin.REQUIRED":
+      raise errors.DoremiError(f"missing required gin value: {macro} (pass --gin.{macro}=...)")

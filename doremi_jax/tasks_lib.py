@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 from typing import Callable, Iterable, Mapping, Sequence
 
+import doremi_jax  # noqa: E402
+doremi_jax.import_tensorflow_quietly()
 import seqio
 import tensorflow as tf
 

@@ -34,10 +34,18 @@ SUMMARY_FILE = "train_summary.json"
 WEIGHTS_TRAJECTORY_FILE = "domain_weights.jsonl"
 
 
+def _has_outputs(model_dir: str) -> bool:
+  """True unless the dir is empty or holds only empty folders (e.g. an aborted start)."""
+  for _, _, files in os.walk(model_dir):
+    if files:
+      return True
+  return False
+
+
 def check_model_dir(model_dir: str, resume: bool) -> dict | None:
   """Protects other runs' outputs; returns the summary if this run already finished."""
   summary_path = os.path.join(model_dir, SUMMARY_FILE)
-  if os.path.isdir(model_dir) and os.listdir(model_dir):
+  if os.path.isdir(model_dir) and _has_outputs(model_dir):
     if not resume:
       raise errors.DoremiError(
           f"model dir {model_dir!r} is not empty; pass --gin.RESUME=True to resume it "
@@ -62,21 +70,27 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
           ) -> dict[str, Any]:
   """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi)."""
   del overrides
+  gin_utils.check_required(MODEL_DIR=model_dir, MIXTURE_OR_TASK_NAME=mixture_or_task_name,
+                           TASK_FEATURE_LENGTHS=task_feature_lengths, TRAIN_STEPS=train_steps)
   if kind not in ("plain", "proxy"):
     raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
-  if kind == "proxy" and not reference_model_dir:
-    raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
-  if train_steps <= 0:
-    raise errors.DoremiError(f"TRAIN_STEPS must be positive, got {train_steps}")
+  if kind == "proxy":
+    gin_utils.check_required(REFERENCE_MODEL_DIR=reference_model_dir)
+    if not reference_model_dir:
+      raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
+  if not isinstance(train_steps, int) or train_steps <= 0:
+    raise errors.DoremiError(f"TRAIN_STEPS must be a positive integer, got {train_steps!r}")
   model_dir = os.path.abspath(model_dir)
   finished = check_model_dir(model_dir, resume)
   if finished is not None and finished.get("steps") == train_steps:
     return finished
-  os.makedirs(model_dir, exist_ok=True)
-
+  # Validate everything cheap before writing anything, so a failed start leaves no trace.
   cfg = model_lib.TransformerConfig()
   data.check_vocabulary(mixture_or_task_name, cfg.vocab_size)
   domains = data.domains_of(mixture_or_task_name)
+  if kind == "proxy":
+    checkpoints.require_checkpoint(reference_model_dir)
+  os.makedirs(model_dir, exist_ok=True)
   mesh = partitioning.make_mesh()
   rules = partitioning.logical_axis_rules()
   if batch_size % partitioning.batch_size_divisor(mesh, rules):
