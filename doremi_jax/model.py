@@ -8,11 +8,13 @@ so the same model runs on one CPU or a pod slice without code changes.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
+import optax
 
 Init = nn.initializers
 
@@ -35,6 +37,9 @@ class TransformerConfig:
   param_dtype: str = "float32"
   rope_max_wavelength: float = 10_000.0
   remat: bool = False           # rematerialise each block (saves memory on big models)
+  # Forward-only token losses (reference model, evaluation) build the logits in sequence
+  # chunks of at most this many elements (0: never chunk); see ``chunked_token_xent``.
+  logits_chunk_elements: int = 8 * 1024 * 1024
 
   def num_params(self) -> int:
     per_layer = (4 * self.emb_dim * self.num_heads * self.head_dim
@@ -74,27 +79,53 @@ def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float) -> jax
   return out.astype(x.dtype)
 
 
+class _DenseGeneral(nn.Module):
+  """Bias-free ``nn.DenseGeneral`` (same parameter path, initial values and math) whose
+  multi-axis kernel keeps its logical names under ``jax.set_mesh``.
+
+  ``nn.DenseGeneral`` initialises a flat 2-D kernel inside the logical-partitioning box
+  and reshapes it afterwards, so with a (non-empty) abstract mesh unboxing applies the
+  kernel's 3 logical names to the 2-D value and fails. Here the reshape happens inside
+  the initialiser.
+  """
+  cfg: TransformerConfig
+  features: tuple[int, ...]
+  axis: tuple[int, ...]
+  names: tuple[str, ...]
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axis = tuple(a % x.ndim for a in self.axis)
+    in_shape = tuple(x.shape[a] for a in axis)
+
+    def init(key, shape, dtype=jnp.float32):
+      flat = (math.prod(in_shape), math.prod(self.features))
+      return Init.lecun_normal()(key, flat, dtype).reshape(shape)
+
+    kernel = self.param("kernel", _param(init, self.names), in_shape + self.features,
+                        jnp.dtype(self.cfg.param_dtype))
+    x, kernel = x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype)
+    return jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+
+
 class Attention(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     cfg = self.cfg
-    dense = lambda names, feats, axis, name: nn.DenseGeneral(  # noqa: E731
-        feats, axis=axis, use_bias=False, dtype=cfg.dtype,
-        param_dtype=jnp.dtype(cfg.param_dtype), name=name,
-        kernel_init=_param(Init.lecun_normal(), names))
+    heads = (cfg.num_heads, cfg.head_dim)
     qkv_names = ("embed", "heads", "kv")
-    q = dense(qkv_names, (cfg.num_heads, cfg.head_dim), -1, "query")(x)
-    k = dense(qkv_names, (cfg.num_heads, cfg.head_dim), -1, "key")(x)
-    v = dense(qkv_names, (cfg.num_heads, cfg.head_dim), -1, "value")(x)
+    q = _DenseGeneral(cfg, heads, (-1,), qkv_names, name="query")(x)
+    k = _DenseGeneral(cfg, heads, (-1,), qkv_names, name="key")(x)
+    v = _DenseGeneral(cfg, heads, (-1,), qkv_names, name="value")(x)
     q = _constrain(apply_rope(q, positions, cfg.rope_max_wavelength),
                    ("batch", "length", "heads", "kv"))
     k = _constrain(apply_rope(k, positions, cfg.rope_max_wavelength),
                    ("batch", "length", "heads", "kv"))
     out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
     out = _constrain(out, ("batch", "length", "heads", "kv"))
-    return dense(("heads", "kv", "embed"), cfg.emb_dim, (-2, -1), "out")(out)
+    return _DenseGeneral(cfg, (cfg.emb_dim,), (-2, -1), ("heads", "kv", "embed"), name="out")(out)
 
 
 class Mlp(nn.Module):
@@ -106,10 +137,15 @@ class Mlp(nn.Module):
     dense = lambda names, feats, name: nn.Dense(  # noqa: E731
         feats, use_bias=False, dtype=cfg.dtype, param_dtype=jnp.dtype(cfg.param_dtype),
         kernel_init=_param(Init.lecun_normal(), names), name=name)
+    # 2-D [batch*length, features] activations: on XLA:CPU the weight-gradient dots of
+    # 3-D activations get transposing copies in front of them (~25% of a small model's
+    # step); batch*length is split like batch, so the logical names stay valid.
+    shape = x.shape
+    x = _constrain(x.reshape(-1, shape[-1]), ("batch", "embed"))
     gate = dense(("embed", "mlp"), cfg.mlp_dim, "wi_gate")(x)
     up = dense(("embed", "mlp"), cfg.mlp_dim, "wi_up")(x)
-    h = _constrain(nn.silu(gate) * up, ("batch", "length", "mlp"))
-    return dense(("mlp", "embed"), cfg.emb_dim, "wo")(h)
+    h = _constrain(nn.silu(gate) * up, ("batch", "mlp"))
+    return dense(("mlp", "embed"), cfg.emb_dim, "wo")(h).reshape(shape)
 
 
 class Block(nn.Module):
@@ -123,27 +159,123 @@ class Block(nn.Module):
     return _constrain(x, ("batch", "length", "embed"))
 
 
-class TransformerLM(nn.Module):
-  """Maps ``inputs [batch, length]`` token ids to ``logits [batch, length, vocab]``."""
+class _OutputKernel(nn.Module):
+  """The untied output layer's ``[embed, vocab]`` kernel (same parameter path as ``nn.Dense``)."""
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, inputs: jax.Array) -> jax.Array:
+  def __call__(self) -> jax.Array:
     cfg = self.cfg
-    embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype,
-                     param_dtype=jnp.dtype(cfg.param_dtype), name="token_embedder",
-                     embedding_init=_param(Init.normal(stddev=1.0), ("vocab", "embed")))
-    x = _constrain(embed(inputs), ("batch", "length", "embed"))
-    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    init = Init.zeros if cfg.zero_init_logits else Init.lecun_normal()
+    return self.param("kernel", _param(init, ("embed", "vocab")), (cfg.emb_dim, cfg.vocab_size),
+                      jnp.dtype(cfg.param_dtype))
+
+
+def output_logits(cfg: TransformerConfig, hidden: jax.Array, weights: jax.Array) -> jax.Array:
+  """float32 logits ``[..., vocab]`` from final hidden states and ``output_weights``.
+
+  Tied: ``weights`` is the ``[vocab, embed]`` embedding and the *activations* are scaled
+  by ``1/sqrt(emb_dim)`` (not the ``[tokens, vocab]`` logits). Untied: ``[embed, vocab]``.
+  The matmul runs on 2-D ``[tokens, embed]`` activations: with 3-D ones XLA:CPU's
+  backward of the untied ``[embed, vocab]`` kernel transposes the whole
+  ``[tokens, vocab]`` gradient first (2.4x slower output layer at vocab 50257).
+  """
+  lead = hidden.shape[:-1]
+  x = hidden.reshape(-1, hidden.shape[-1]).astype(cfg.dtype)
+  weights = weights.astype(cfg.dtype)
+  if cfg.tied_embeddings:
+    logits = jnp.dot(x / jnp.sqrt(cfg.emb_dim).astype(x.dtype), weights.T)
+  else:
+    logits = jnp.dot(x, weights)
+  return logits.astype(jnp.float32).reshape(*lead, -1)
+
+
+def token_xent(cfg: TransformerConfig, hidden: jax.Array, weights: jax.Array,
+               targets: jax.Array) -> jax.Array:
+  """Per-token cross-entropy ``[batch, length]`` from final hidden states (no chunking)."""
+  logits = _constrain(output_logits(cfg, hidden, weights), ("batch", "length", "vocab"))
+  return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+
+
+def _length_chunk(batch: int, length: int, vocab: int, max_elements: int) -> int:
+  """Largest divisor ``c`` of ``length`` with ``batch * c * vocab <= max_elements`` (>= 1)."""
+  fits = [c for c in range(1, length + 1)
+          if length % c == 0 and batch * c * vocab <= max_elements]
+  return max(fits, default=1)
+
+
+def chunked_token_xent(cfg: TransformerConfig, hidden: jax.Array, weights: jax.Array,
+                       targets: jax.Array, max_elements: int | None = None) -> jax.Array:
+  """``token_xent`` computed over sequence chunks, never materialising all the logits.
+
+  The ``[batch, length, vocab]`` logits are built ``[batch, chunk, vocab]`` at a time
+  (at most ``max_elements``, default ``cfg.logits_chunk_elements``) inside a
+  ``lax.map``, so each chunk's matmul output and softmax stay in cache; chunks run over
+  the sequence axis so every chunk keeps the full (sharded) batch. Each chunk is
+  rematerialised, so this is differentiable without keeping per-chunk logits, but it is
+  meant for forward-only losses (the frozen reference model, evaluation): for a training
+  step the unchunked ``token_xent`` is faster on CPU.
+  """
+  max_elements = cfg.logits_chunk_elements if max_elements is None else max_elements
+  batch, length = targets.shape
+  chunk = _length_chunk(batch, length, cfg.vocab_size, max_elements) if max_elements else length
+  if chunk == length:
+    return token_xent(cfg, hidden, weights, targets)
+  n = length // chunk
+
+  def split(a):  # [batch, length, ...] -> [n, batch, chunk, ...]
+    return jnp.swapaxes(a.reshape(batch, n, chunk, *a.shape[2:]), 0, 1)
+
+  one = jax.checkpoint(lambda a: token_xent(cfg, a[0], weights, a[1]))
+  losses = jax.lax.map(one, (split(hidden), split(targets)))  # [n, batch, chunk]
+  return jnp.swapaxes(losses, 0, 1).reshape(batch, length)
+
+
+class TransformerLM(nn.Module):
+  """Maps ``inputs [batch, length]`` token ids to ``logits [batch, length, vocab]``.
+
+  Other entry points (``model.apply(variables, ..., method=...)``): ``hidden`` (final
+  normalised hidden states), ``output_weights`` and ``token_losses`` (per-token
+  cross-entropy, optionally chunked).
+  """
+  cfg: TransformerConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.token_embedder = nn.Embed(
+        cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype, param_dtype=jnp.dtype(cfg.param_dtype),
+        embedding_init=_param(Init.normal(stddev=1.0), ("vocab", "embed")))
     block_cls = nn.remat(Block) if cfg.remat else Block
     for i in range(cfg.num_layers):
-      x = block_cls(cfg, name=f"layer_{i}")(x, positions)
-    x = RMSNorm(cfg, name="final_norm")(x)
-    if cfg.tied_embeddings:
-      logits = embed.attend(x) / jnp.sqrt(cfg.emb_dim).astype(x.dtype)
-    else:
-      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                        param_dtype=jnp.dtype(cfg.param_dtype), name="logits_dense",
-                        kernel_init=_param(Init.zeros if cfg.zero_init_logits
-                                           else Init.lecun_normal(), ("embed", "vocab")))(x)
-    return _constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+      setattr(self, f"layer_{i}", block_cls(cfg))
+    self.final_norm = RMSNorm(cfg)
+    if not cfg.tied_embeddings:
+      self.logits_dense = _OutputKernel(cfg)
+
+  def hidden(self, inputs: jax.Array) -> jax.Array:
+    """Final normalised hidden states ``[batch, length, embed]``."""
+    # The lookup reads an embedding gathered over its "embed" axis (as FSDP does before any
+    # use of a weight): a gather from an embed-sharded table cannot be resharded to
+    # batch-sharded activations over the same mesh axis without replicating them.
+    table = _constrain(self.token_embedder.embedding, ("vocab", None)).astype(self.cfg.dtype)
+    x = _constrain(jnp.take(table, inputs, axis=0), ("batch", "length", "embed"))
+    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    for i in range(self.cfg.num_layers):
+      x = getattr(self, f"layer_{i}")(x, positions)
+    return self.final_norm(x)
+
+  def output_weights(self) -> jax.Array:
+    """Tied: the ``[vocab, embed]`` embedding; untied: the ``[embed, vocab]`` kernel."""
+    return self.token_embedder.embedding if self.cfg.tied_embeddings else self.logits_dense()
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    logits = output_logits(self.cfg, self.hidden(inputs), self.output_weights())
+    return _constrain(logits, ("batch", "length", "vocab"))
+
+  def token_losses(self, inputs: jax.Array, targets: jax.Array,
+                   chunked: bool = False) -> jax.Array:
+    """Per-token cross-entropy ``[batch, length]``; ``chunked`` uses ``chunked_token_xent``."""
+    hidden, weights = self.hidden(inputs), self.output_weights()
+    if chunked:
+      return chunked_token_xent(self.cfg, hidden, weights, targets)
+    return token_xent(self.cfg, hidden, weights, targets)

@@ -45,10 +45,15 @@ class DoremiConfig:
       raise ValueError(f"DoremiConfig.smoothing={self.smoothing} must be in [0, 1]")
 
 
-def token_losses(model: nn.Module, params: Any, batch: Batch) -> jax.Array:
-  """Per-token cross-entropy ``[batch, length]`` (masking happens in the reductions)."""
-  logits = model.apply({"params": params}, batch["inputs"])
-  return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+def token_losses(model: nn.Module, params: Any, batch: Batch, chunked: bool = False
+                 ) -> jax.Array:
+  """Per-token cross-entropy ``[batch, length]`` (masking happens in the reductions).
+
+  ``chunked=True`` never materialises the whole ``[batch, length, vocab]`` logits (see
+  ``model.chunked_token_xent``): for forward-only losses (reference model, evaluation).
+  """
+  return model.apply({"params": params}, batch["inputs"], batch["targets"], chunked,
+                     method="token_losses")
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -68,7 +73,7 @@ def _plain_step(model, optimizer, num_domains: int):
     params = optax.apply_updates(state.params, updates)
     domain_loss, counts = doremi.per_domain_mean_loss(
         jax.lax.stop_gradient(tl), batch["domain_ids"], mask, num_domains)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "domain_loss": domain_loss, "domain_tokens": counts}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -80,7 +85,9 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig):
            ) -> tuple[TrainState, dict[str, jax.Array]]:
     mask, domain_ids = batch["loss_mask"], batch["domain_ids"]
     proxy_tl, proxy_vjp = jax.vjp(lambda p: token_losses(model, p, batch), state.params)
-    reference_tl = jax.lax.stop_gradient(token_losses(model, reference_params, batch))
+    # Forward only, so its logits are built a chunk at a time (never all 412 MB at vocab 50k).
+    reference_tl = jax.lax.stop_gradient(
+        token_losses(model, reference_params, batch, chunked=True))
 
     excess, counts = doremi.per_domain_excess_loss(
         proxy_tl, reference_tl, domain_ids, mask, num_domains)
@@ -98,7 +105,7 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig):
     params = optax.apply_updates(state.params, updates)
     domain_loss, _ = doremi.per_domain_mean_loss(proxy_tl, domain_ids, mask, num_domains)
     reference_loss, _ = doremi.per_domain_mean_loss(reference_tl, domain_ids, mask, num_domains)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "unweighted_loss": _masked_mean(proxy_tl, mask),
                "domain_loss": domain_loss, "domain_reference_loss": reference_loss,
                "domain_excess": excess, "domain_tokens": counts,
@@ -143,7 +150,7 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
   def run(*args):
-    with mesh:
+    with jax.set_mesh(mesh):
       return jitted(*args)
 
   run.jitted = jitted  # exposed for AOT lowering / compile-count checks
@@ -157,7 +164,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh, params_shardings: Any, num_doma
 
   def fn(params, batch):
     with nn.logical_axis_rules(rules):
-      tl = token_losses(model, params, batch)
+      tl = token_losses(model, params, batch, chunked=True)
     mask = batch["loss_mask"]
     mean, counts = doremi.per_domain_mean_loss(tl, batch["domain_ids"], mask, num_domains)
     return mean * counts, counts
@@ -166,7 +173,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh, params_shardings: Any, num_doma
                    out_shardings=partitioning.replicated(mesh))
 
   def run(params, batch):
-    with mesh:
+    with jax.set_mesh(mesh):
       return jitted(params, batch)
 
   return run

@@ -88,5 +88,5 @@ def init_state(model, optimizer, mesh, seq_len: int, seed: int, num_domains: int
     with nn.logical_axis_rules(rules):
       return nn.meta.unbox(init(rng))
 
-  with mesh:
+  with jax.set_mesh(mesh):
     return jax.jit(unboxed_init, out_shardings=shardings)(jax.random.key(seed))
