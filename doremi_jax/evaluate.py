@@ -26,7 +26,7 @@ import gin
 import jax
 import numpy as np
 
-from doremi_jax import checkpoints, data, errors, gin_utils, partitioning, steps
+from doremi_jax import checkpoints, data, distributed, errors, gin_utils, partitioning, steps
 from doremi_jax import model as model_lib
 from doremi_jax import train as train_lib
 from doremi_jax import train_state as ts
@@ -104,6 +104,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  distributed.maybe_initialize()
   args = gin_utils.parse_args(sys.argv[1:] if argv is None else argv,
                               "Per-domain held-out log-perplexity of a trained model.")
   model_dir = next((b.split("=", 1)[1].strip().strip("\"'") for b in args.bindings

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 import gin
 import numpy as np
 
-from doremi_jax import errors, evaluate, export, gin_utils, report, tasks_lib, tokenizer_info
+from doremi_jax import (distributed, errors, evaluate, export, gin_utils, report, tasks_lib,
+                        tokenizer_info)
 from doremi_jax import train as train_lib
 
 PIPELINE_FILE = "pipeline.json"
@@ -169,6 +170,7 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  distributed.maybe_initialize()
   args = gin_utils.parse_args(sys.argv[1:] if argv is None else argv,
                               "Run the DoReMi pipeline: reference, proxy, export, main, eval.")
   stages = _Stages(args.gin_file, args.bindings, args.gin_search_paths)

@@ -25,8 +25,8 @@ import gin
 import jax
 import numpy as np
 
-from doremi_jax import (checkpoints, data, errors, export, gin_utils, metrics_writer,
-                        partitioning, steps)
+from doremi_jax import (checkpoints, data, distributed, errors, export, gin_utils,
+                        metrics_writer, partitioning, steps)
 from doremi_jax import model as model_lib
 from doremi_jax import train_state as ts
 
@@ -210,6 +210,7 @@ def import_task_modules(modules: Sequence[str] = ()) -> None:
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  distributed.maybe_initialize()
   args = gin_utils.parse_args(sys.argv[1:] if argv is None else argv,
                               "Train a reference, DoReMi proxy or main model.")
   gin_utils.configure(args.gin_file, args.bindings, args.gin_search_paths)
