@@ -58,7 +58,7 @@ def make_mesh(mesh_shape: Sequence[int] = (-1, 1, 1),
   try:
     from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     grid = mesh_utils.create_device_mesh(shape, devices=devices)
-  except (ValueError, AssertionError, NotImplementedError):
+  except (ValueError, AssertionError, RuntimeError):
     grid = np.asarray(devices).reshape(shape)
   return Mesh(grid, MESH_AXES)
 
