@@ -5,21 +5,17 @@ tokens), so weights found with one tokenizer must not silently drive another.
 """
 from __future__ import annotations
 
-import hashlib
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import seqio
 
-from doremi_jax import errors
+from doremi_jax import corpus_reader, errors
 
 
 def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+  return corpus_reader.file_sha256(Path(path))
 
 
 def describe_vocabulary(vocab: seqio.Vocabulary) -> dict[str, Any]:
