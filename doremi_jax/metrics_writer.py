@@ -1,6 +1,7 @@
 """TensorBoard scalars (per-domain metrics split by domain name) and a progress bar."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping, Sequence
 
@@ -8,6 +9,8 @@ import numpy as np
 import tqdm
 
 TENSORBOARD_SUBDIR = "tensorboard"
+# A non-finite metric is reported by the training loop as a one-line error, not by tensorboardX.
+logging.getLogger("tensorboardX").setLevel(logging.ERROR)
 
 
 class MetricsWriter:

@@ -240,3 +240,16 @@ def test_error_is_the_only_stderr_line(error_runs):
   proc, _ = results["zero_steps"]
   assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
       "error: TRAIN_STEPS must be a positive integer, got 0"]
+
+
+def test_nan_loss_is_a_one_line_error(tmp_path):
+  model_dir = str(tmp_path / "nan")
+  proc = subprocess.run(
+      [sys.executable, "-m", "doremi_jax.train", "--gin_file=runs/reference.gin",
+       "--gin_file=experiments/synthetic.gin", f'--gin.MODEL_DIR="{model_dir}"',
+       "--gin.TRAIN_STEPS=10", "--gin.train.log_every=2", "--gin.train.progress=False",
+       "--gin.make_optimizer.learning_rate=1e38", "--gin.make_optimizer.warmup_steps=0"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: loss is nan"), lines
