@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from doremi_jax import errors
@@ -24,20 +23,20 @@ def _rest(state: TrainState) -> dict[str, Any]:
 class Checkpointer:
   """Saves every ``save_every`` steps (and on demand), keeps the newest ``max_to_keep``."""
 
-  def __init__(self, model_dir: str, save_every: int, max_to_keep: int = 2):
+  def __init__(self, model_dir: str, max_to_keep: int = 2):
     self.directory = os.path.join(os.path.abspath(model_dir), CHECKPOINT_SUBDIR)
-    options = ocp.CheckpointManagerOptions(save_interval_steps=max(1, save_every),
-                                           max_to_keep=max_to_keep, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("params", "state"))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: TrainState, force: bool = False) -> bool:
+  def save(self, step: int, state: TrainState) -> bool:
+    """Saves now (the caller decides when: every ``checkpoint_every`` steps and at the end)."""
     return self.manager.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params),
-        state=ocp.args.StandardSave(_rest(state))), force=force)
+        state=ocp.args.StandardSave(_rest(state))), force=True)
 
   def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
     step = self.latest_step() if step is None else step
@@ -68,12 +67,8 @@ def require_checkpoint(model_dir: str) -> int:
 def restore_params(model_dir: str, abstract_params: Any, step: int | None = None) -> Any:
   """Parameters of another run (e.g. the DoReMi reference), into the given shardings."""
   directory = os.path.join(os.path.abspath(model_dir), CHECKPOINT_SUBDIR)
-  if not os.path.isdir(directory):
-    raise errors.DoremiError(f"no checkpoints under {directory!r} (has that run been trained?)")
+  step = require_checkpoint(model_dir) if step is None else step
   with ocp.CheckpointManager(directory, item_names=("params", "state")) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise errors.DoremiError(f"no finished checkpoint under {directory!r}")
     try:
       out = manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(abstract_params)))
@@ -82,7 +77,3 @@ def restore_params(model_dir: str, abstract_params: Any, step: int | None = None
           f"checkpoint {directory}/{step} does not match this model (different size or "
           f"vocabulary?): {str(exc).splitlines()[0]}") from None
   return out["params"]
-
-
-def abstract_of(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

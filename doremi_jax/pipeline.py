@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import gin
 import numpy as np
 
-from doremi_jax import (distributed, errors, evaluate, export, gin_utils, report, tasks_lib,
+from doremi_jax import (distributed, doremi, errors, evaluate, export, gin_utils, report, tasks_lib,
                         tokenizer_info)
 from doremi_jax import train as train_lib
 
@@ -115,7 +115,6 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
   rounds_out: list[dict[str, Any]] = []
   reference_mixture, reference_modules = baseline_mixture, []
   previous = baseline_rates
-  final_export = None
   for k in range(1, rounds + 1):
     round_dir = os.path.join(experiment_dir, f"round_{k}")
     ref_dir, proxy_dir = os.path.join(round_dir, "reference"), os.path.join(round_dir, "proxy")
@@ -128,15 +127,15 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
     weights = summary["average_domain_weights"]
     total = sum(weights.values())
     weights = {d: weights[d] / total for d in domains}
-    change = float(np.abs(np.array([weights[d] - previous.get(d, 0.0) for d in domains])).sum())
-    final_export = summary["export"]
+    change = float(doremi.l1_distance(np.array([weights[d] for d in domains]),
+                                      np.array([previous.get(d, 0.0) for d in domains])))
     rounds_out.append({"round": k, "reference_mixture": reference_mixture,
                        "average_domain_weights": weights, "l1_change": change,
-                       "export": final_export})
+                       "export": summary["export"]})
     print(f"[pipeline] round {k}: L1 change of the weights {change:.4f}", flush=True)
     if tolerance is not None and change < tolerance:
       break
-    reference_mixture, reference_modules = name, [final_export["module"]]
+    reference_mixture, reference_modules = name, [summary["export"]["module"]]
     previous = weights
 
   export_dir = os.path.join(experiment_dir, "export")

@@ -60,16 +60,14 @@ def _host_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
   return {k: np.asarray(v) for k, v in jax.device_get(dict(metrics)).items()}
 
 
-@gin.configurable(denylist=["overrides"])
+@gin.configurable
 def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
           task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
           train_steps: int = gin.REQUIRED, kind: str = "plain", batch_size: int = 16,
           seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
           checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
-          export_name: str | None = None, overrides: Mapping[str, Any] | None = None
-          ) -> dict[str, Any]:
+          export_name: str | None = None) -> dict[str, Any]:
   """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi)."""
-  del overrides
   gin_utils.check_required(MODEL_DIR=model_dir, MIXTURE_OR_TASK_NAME=mixture_or_task_name,
                            TASK_FEATURE_LENGTHS=task_feature_lengths, TRAIN_STEPS=train_steps)
   if kind not in ("plain", "proxy"):
@@ -93,9 +91,10 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
   os.makedirs(model_dir, exist_ok=True)
   mesh = partitioning.make_mesh()
   rules = partitioning.logical_axis_rules()
-  if batch_size % partitioning.batch_size_divisor(mesh, rules):
+  data_shards = partitioning.batch_size_divisor(mesh, rules)
+  if batch_size % data_shards:
     raise errors.DoremiError(f"batch size {batch_size} does not divide over the mesh's "
-                             f"{partitioning.batch_size_divisor(mesh, rules)} data shards")
+                             f"{data_shards} data shards")
   seq_len = int(task_feature_lengths["targets"])
   lm = model_lib.TransformerLM(cfg)
   optimizer = ts.make_optimizer(train_steps)
@@ -105,13 +104,14 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
   step_fn = steps.make_train_step(kind, lm, optimizer, mesh, shardings, len(domains),
                                   doremi_cfg, rules)
 
-  ckpt = checkpoints.Checkpointer(model_dir, checkpoint_every)
+  ckpt = checkpoints.Checkpointer(model_dir)
   start = ckpt.latest_step() if resume else None
   if start is not None:
     state = ckpt.restore(abstract, start)
   else:
     start = 0
-    state = ts.init_state(lm, optimizer, mesh, seq_len, seed, num_domain_state, rules=rules)
+    state = ts.init_state(lm, optimizer, mesh, seq_len, seed, num_domain_state, rules=rules,
+                          shardings=shardings)
   reference_params = None
   if kind == "proxy":
     reference_params = checkpoints.restore_params(reference_model_dir, abstract.params)
@@ -140,8 +140,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
       if done % log_every == 0 or done == train_steps:
         host = _host_metrics(metrics)  # the only host sync, once per log interval
         if not np.isfinite(host["loss"]):
-          raise errors.DoremiError(f"loss is {host['loss']} (NaN/inf) at step {done}; the last "
-                                   "checkpoint is kept; lower the learning rate")
+          raise errors.DoremiError(f"loss is nan or inf ({host['loss']}) at step {done}; the "
+                                   "last checkpoint is kept; lower the learning rate")
         elapsed = time.time() - t0
         host["tokens_per_second"] = np.asarray((done - start) * tokens_per_step / elapsed)
         writer.write(done, host)
@@ -154,8 +154,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
                         tok_s=f"{float(host['tokens_per_second']):.0f}")
         last = host
       bar.update(1)
-      ckpt.save(done, state)
-    ckpt.save(train_steps, state, force=True) if ckpt.latest_step() != train_steps else None
+      if done % checkpoint_every == 0 or done == train_steps:
+        ckpt.save(done, state)
     ckpt.wait()
   finally:
     bar.close()

@@ -78,9 +78,14 @@ def state_shardings(model, optimizer, mesh, seq_len: int, num_domains: int | Non
 
 
 def init_state(model, optimizer, mesh, seq_len: int, seed: int, num_domains: int | None = None,
-               initial_weights=None, rules=None) -> TrainState:
-  """Initialises the state directly into its shardings (no host-side full copy)."""
-  _, shardings = state_shardings(model, optimizer, mesh, seq_len, num_domains, rules)
+               initial_weights=None, rules=None, shardings: TrainState | None = None
+               ) -> TrainState:
+  """Initialises the state directly into its shardings (no host-side full copy).
+
+  Pass ``shardings`` from ``state_shardings`` when you already have them.
+  """
+  if shardings is None:
+    _, shardings = state_shardings(model, optimizer, mesh, seq_len, num_domains, rules)
   init = _init_fn(model, optimizer, seq_len, num_domains, initial_weights)
   rules = partitioning.logical_axis_rules() if rules is None else rules
 
