@@ -11,118 +11,165 @@ import jax.numpy as jnp
 
 Array = jax.Array
 OBJECTIVES = ("domain_mean", "token_pooled")
+# How a domain's excess loss is estimated from its tokens (see ``excess_estimates``).
+ESTIMATORS = ("token_clip", "mean_clip")
 
 
 def _token_domain_ids(domain_ids: Array, like: Array) -> Array:
-    """Broadcasts per-example ids ``[batch]`` to per-token ids so one code path serves both."""
-    domain_ids = jnp.asarray(domain_ids)
-    extra = jnp.ndim(like) - domain_ids.ndim
-    domain_ids = domain_ids.reshape(domain_ids.shape + (1,) * extra)
-    return jnp.broadcast_to(domain_ids, jnp.shape(like)).astype(jnp.int32)
+  """Broadcasts per-example ids ``[batch]`` to per-token ids so one code path serves both."""
+  domain_ids = jnp.asarray(domain_ids)
+  extra = jnp.ndim(like) - domain_ids.ndim
+  domain_ids = domain_ids.reshape(domain_ids.shape + (1,) * extra)
+  return jnp.broadcast_to(domain_ids, jnp.shape(like)).astype(jnp.int32)
 
 
 def _float(x: Array) -> Array:
-    """Promotes to at least float32 so bf16 losses are not summed in low precision."""
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  """Promotes to at least float32 so bf16 losses are not summed in low precision."""
+  x = jnp.asarray(x)
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _safe_div(num: Array, den: Array) -> Array:
-    """``num / den`` where ``den > 0``, else 0 (no NaN in values or gradients for empty domains)."""
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+  """``num / den`` where ``den > 0``, else 0 (no NaN in values or gradients for empty domains)."""
+  ok = den > 0
+  return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
 def _segment_mean(values: Array, domain_ids: Array, loss_mask: Array,
                   num_domains: int) -> tuple[Array, Array]:
-    """Per-domain mean of ``values`` over unmasked tokens, via one ``segment_sum`` per statistic."""
-    values = _float(values)
-    ids = _token_domain_ids(domain_ids, values).reshape(-1)
-    mask = jnp.asarray(loss_mask).reshape(-1) != 0
-    # jnp.where (not multiply) so NaN/inf in padded positions cannot leak into the sums.
-    sums = jax.ops.segment_sum(jnp.where(mask, values.reshape(-1), 0.0), ids,
+  """Per-domain mean of ``values`` over unmasked tokens, via one ``segment_sum`` per statistic."""
+  values = _float(values)
+  ids = _token_domain_ids(domain_ids, values).reshape(-1)
+  mask = jnp.asarray(loss_mask).reshape(-1) != 0
+  # jnp.where (not multiply) so NaN/inf in padded positions cannot leak into the sums.
+  sums = jax.ops.segment_sum(jnp.where(mask, values.reshape(-1), 0.0), ids,
                                num_segments=num_domains)
-    counts = jax.ops.segment_sum(mask.astype(jnp.float32), ids, num_segments=num_domains)
-    return _safe_div(sums, counts.astype(sums.dtype)), counts
+  counts = jax.ops.segment_sum(mask.astype(jnp.float32), ids, num_segments=num_domains)
+  return _safe_div(sums, counts.astype(sums.dtype)), counts
 
 
 def per_domain_excess_loss(proxy_token_loss: Array, reference_token_loss: Array,
                            domain_ids: Array, loss_mask: Array,
                            num_domains: int) -> tuple[Array, Array]:
-    """Per-domain mean of the per-token clipped excess loss ``max(proxy - reference, 0)``.
+  """Per-domain mean of the per-token clipped excess loss ``max(proxy - reference, 0)``.
 
-    Clipping per token (before averaging) is DoReMi's definition: tokens the proxy already
-    fits better than the reference add 0 but still count in the mean. Returns
-    ``(excess [k], token_counts [k] float32)``; a domain with no tokens gets 0 and 0.
-    """
-    diff = _float(proxy_token_loss) - _float(reference_token_loss)
-    return _segment_mean(jnp.maximum(diff, 0.0), domain_ids, loss_mask, num_domains)
+  Clipping per token (before averaging) is DoReMi's definition: tokens the proxy already
+  fits better than the reference add 0 but still count in the mean. Returns
+  ``(excess [k], token_counts [k] float32)``; a domain with no tokens gets 0 and 0.
+  """
+  diff = _float(proxy_token_loss) - _float(reference_token_loss)
+  return _segment_mean(jnp.maximum(diff, 0.0), domain_ids, loss_mask, num_domains)
+
+
+def per_domain_mean_clipped_excess(proxy_token_loss: Array, reference_token_loss: Array,
+                                   domain_ids: Array, loss_mask: Array,
+                                   num_domains: int) -> tuple[Array, Array]:
+  """``max(mean(proxy - reference), 0)`` per domain: clip after the domain's mean.
+
+  Clipping each token first (the paper) gives zero-mean noise a positive mean
+  (``E max(X, 0) ~ 0.4 sigma``), so a high-variance domain that neither model can learn
+  looks under-learned; averaging first lets that noise cancel.
+  """
+  diff = _float(proxy_token_loss) - _float(reference_token_loss)
+  mean, counts = _segment_mean(diff, domain_ids, loss_mask, num_domains)
+  return jnp.maximum(mean, 0.0), counts
+
+
+def excess_estimates(proxy_token_loss: Array, reference_token_loss: Array, domain_ids: Array,
+                     loss_mask: Array, num_domains: int) -> tuple[Array, Array]:
+  """Every estimator of ``ESTIMATORS`` at once: ``([len(ESTIMATORS), k], counts [k])``.
+
+  Both are a few segment sums, so computing all of them lets proxies with different
+  estimators share one compiled (vmapped) step: each picks its row by index.
+  """
+  token_clip, counts = per_domain_excess_loss(proxy_token_loss, reference_token_loss,
+                                              domain_ids, loss_mask, num_domains)
+  mean_clip, _ = per_domain_mean_clipped_excess(proxy_token_loss, reference_token_loss,
+                                                domain_ids, loss_mask, num_domains)
+  return jnp.stack([token_clip, mean_clip]), counts
+
+
+def estimator_index(name: str) -> int:
+  if name not in ESTIMATORS:
+    raise ValueError(f"unknown excess estimator {name!r}; expected one of {ESTIMATORS}")
+  return ESTIMATORS.index(name)
 
 
 def per_domain_mean_loss(token_loss: Array, domain_ids: Array, loss_mask: Array,
                          num_domains: int) -> tuple[Array, Array]:
-    """Per-domain mean of the (unclipped) token loss, for logging/eval; 0 for absent domains."""
-    return _segment_mean(token_loss, domain_ids, loss_mask, num_domains)
+  """Per-domain mean of the (unclipped) token loss, for logging/eval; 0 for absent domains."""
+  return _segment_mean(token_loss, domain_ids, loss_mask, num_domains)
 
 
 def observed_excess(last_excess: Array, excess: Array, token_counts: Array) -> Array:
-    """Uses the new excess only for domains seen in this batch, else the last observed one.
+  """Uses the new excess only for domains seen in this batch, else the last observed one.
 
-    A domain missing from a batch has no evidence, so its excess must not drop to 0 (which
-    would shrink its weight). The caller initialises ``last_excess`` to zeros.
-    """
-    return jnp.where(jnp.asarray(token_counts) > 0, excess, last_excess)
+  A domain missing from a batch has no evidence, so its excess must not drop to 0 (which
+  would shrink its weight). The caller initialises ``last_excess`` to zeros.
+  """
+  return jnp.where(jnp.asarray(token_counts) > 0, excess, last_excess)
 
 
 def update_domain_weights(domain_weights: Array, excess: Array, step_size: float,
                           smoothing: float) -> Array:
-    """Exponentiated-gradient ascent on the domain weights, then mixing with uniform.
+  """Exponentiated-gradient ascent on the domain weights, then mixing with uniform.
 
-    ``log a' = log a + step_size * excess`` renormalised in log space (softmax, so large
-    excesses cannot overflow), then ``(1 - smoothing) * a' + smoothing / k`` keeps every
-    weight >= smoothing / k so no domain is starved.
-    """
-    log_w = jnp.log(_float(domain_weights)) + step_size * _float(excess)
-    new = jax.nn.softmax(log_w, axis=-1)
-    k = new.shape[-1]
-    return (1.0 - smoothing) * new + smoothing / k
+  ``log a' = log a + step_size * excess`` renormalised in log space (softmax, so large
+  excesses cannot overflow), then ``(1 - smoothing) * a' + smoothing / k`` keeps every
+  weight >= smoothing / k so no domain is starved.
+  """
+  log_w = jnp.log(_float(domain_weights)) + step_size * _float(excess)
+  new = jax.nn.softmax(log_w, axis=-1)
+  k = new.shape[-1]
+  return (1.0 - smoothing) * new + smoothing / k
 
 
 def average_weights(average: Array, new_weights: Array, step: int | Array) -> Array:
-    """Running mean of the weight trajectory; DoReMi outputs this average, not the last iterate.
+  """Running mean of the weight trajectory; DoReMi outputs this average, not the last iterate.
 
-    Convention: the initial weights are the 1st vector of the sequence. If ``average`` is the
-    mean of the first ``step`` vectors (``step >= 1``; start with ``average = initial`` and
-    ``step = 1``), the result is the mean of those ``step + 1`` vectors, i.e.
-    ``average + (new_weights - average) / (step + 1)``. After ``T`` updates, pass ``step = T``
-    on the ``T``-th call.
-    """
-    average = _float(average)
-    step = jnp.asarray(step, dtype=average.dtype)
-    return average + (_float(new_weights) - average) / (step + 1.0)
+  Convention: the initial weights are the 1st vector of the sequence. If ``average`` is the
+  mean of the first ``step`` vectors (``step >= 1``; start with ``average = initial`` and
+  ``step = 1``), the result is the mean of those ``step + 1`` vectors, i.e.
+  ``average + (new_weights - average) / (step + 1)``. After ``T`` updates, pass ``step = T``
+  on the ``T``-th call.
+  """
+  average = _float(average)
+  step = jnp.asarray(step, dtype=average.dtype)
+  return average + (_float(new_weights) - average) / (step + 1.0)
 
 
 def weighted_proxy_loss(token_loss: Array, domain_ids: Array, loss_mask: Array,
-                        domain_weights: Array, objective: str = "domain_mean") -> Array:
-    """Domain-weighted training loss of the proxy model (weights are constants: stop_gradient).
+            domain_weights: Array, objective: str = "domain_mean") -> Array:
+  """Domain-weighted training loss of the proxy model (weights are constants: stop_gradient).
 
-    ``"domain_mean"`` (the paper): ``sum_i a_i * mean_{tokens of i} l``, absent domains add 0.
-    ``"token_pooled"`` (the reference implementation): ``sum_t a[d_t] l_t / sum_t a[d_t]``
-    over unmasked tokens, so a domain's pull also scales with its token count in the batch.
-    """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
-    weights = jax.lax.stop_gradient(_float(domain_weights))
-    if objective == "domain_mean":
-        mean_loss, _ = per_domain_mean_loss(token_loss, domain_ids, loss_mask, weights.shape[-1])
-        return jnp.sum(weights * mean_loss)
-    token_loss = _float(token_loss)
-    mask = jnp.asarray(loss_mask) != 0
-    token_w = jnp.where(mask, weights[_token_domain_ids(domain_ids, token_loss)], 0.0)
-    num = jnp.sum(jnp.where(mask, token_w * token_loss, 0.0))
-    return _safe_div(num, jnp.sum(token_w))
+  ``"domain_mean"`` (the paper): ``sum_i a_i * mean_{tokens of i} l``, absent domains add 0.
+  ``"token_pooled"`` (the reference implementation): ``sum_t a[d_t] l_t / sum_t a[d_t]``
+  over unmasked tokens, so a domain's pull also scales with its token count in the batch.
+  """
+  if objective not in OBJECTIVES:
+    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+  weights = jax.lax.stop_gradient(_float(domain_weights))
+  if objective == "domain_mean":
+    mean_loss, _ = per_domain_mean_loss(token_loss, domain_ids, loss_mask, weights.shape[-1])
+    return jnp.sum(weights * mean_loss)
+  token_loss = _float(token_loss)
+  mask = jnp.asarray(loss_mask) != 0
+  token_w = jnp.where(mask, weights[_token_domain_ids(domain_ids, token_loss)], 0.0)
+  num = jnp.sum(jnp.where(mask, token_w * token_loss, 0.0))
+  return _safe_div(num, jnp.sum(token_w))
 
 
 def l1_distance(a: Array, b: Array) -> Array:
-    """L1 distance between weight vectors (last axis), for convergence checks."""
-    return jnp.sum(jnp.abs(_float(a) - _float(b)), axis=-1)
+  """L1 distance between weight vectors (last axis), for convergence checks."""
+  return jnp.sum(jnp.abs(_float(a) - _float(b)), axis=-1)
+
+
+def weight_diagnostics(weights: Array) -> dict[str, Array]:
+  """Signs of collapse towards one-hot: entropy (nats), smallest weight and its index, and
+  the L1 distance from uniform (last axis; works on stacked ``[P, k]`` weights too)."""
+  w = _float(weights)
+  k = w.shape[-1]
+  entropy = -jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), axis=-1)
+  return {"weight_entropy": entropy, "min_weight": jnp.min(w, axis=-1),
+          "min_weight_domain": jnp.argmin(w, axis=-1),
+          "l1_from_uniform": jnp.sum(jnp.abs(w - 1.0 / k), axis=-1)}

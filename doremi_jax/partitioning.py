@@ -29,6 +29,7 @@ STANDARD_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "model"),
     ("kv", None),
     ("domains", None),
+    ("proxies", None),   # the stacked proxies of a DoReMi sweep (replicated)
 )
 
 

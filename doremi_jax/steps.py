@@ -8,7 +8,7 @@ same VJP (one forward, one backward), the optax update and the running average.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import gin
@@ -29,20 +29,54 @@ BATCH_LOGICAL_AXES = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class DoremiSetting:
+  """One proxy's DoReMi hyper-parameters."""
+  step_size: float
+  smoothing: float
+  estimator: str
+
+  @property
+  def tag(self) -> str:
+    """A file-name-safe label, e.g. ``eta0.1-mean_clip-c0.001``."""
+    return f"eta{self.step_size:g}-{self.estimator}-c{self.smoothing:g}"
+
+
+def _as_list(value) -> list:
+  return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DoremiConfig:
-  """DoReMi hyper-parameters (paper defaults: step size 1, smoothing 1e-3)."""
-  step_size: float = 1.0
-  smoothing: float = 1e-3
+  """DoReMi hyper-parameters (paper: step size 1, smoothing 1e-3, per-token clip).
+
+  ``step_size``, ``smoothing`` and ``estimator`` may each be a list: the proxy stage then
+  trains one proxy per combination (their product) in one compiled step that shares the
+  batch and the frozen reference's forward pass.
+  """
+  step_size: float | Sequence[float] = 1.0
+  smoothing: float | Sequence[float] = 1e-3
+  estimator: str | Sequence[str] = "token_clip"  # see doremi.ESTIMATORS
   objective: str = "domain_mean"   # or "token_pooled" (the reference implementation)
 
   def __post_init__(self):
     if self.objective not in doremi.OBJECTIVES:
       raise ValueError(f"DoremiConfig.objective={self.objective!r} is not one of "
                        f"{doremi.OBJECTIVES}")
-    if not 0.0 <= self.smoothing <= 1.0:
-      raise ValueError(f"DoremiConfig.smoothing={self.smoothing} must be in [0, 1]")
+    for c in _as_list(self.smoothing):
+      if not 0.0 <= c <= 1.0:
+        raise ValueError(f"DoremiConfig.smoothing={c} must be in [0, 1]")
+    for eta in _as_list(self.step_size):
+      if not eta >= 0.0:
+        raise ValueError(f"DoremiConfig.step_size={eta} must be >= 0")
+    for e in _as_list(self.estimator):
+      doremi.estimator_index(e)
+
+  def settings(self) -> list[DoremiSetting]:
+    """Every (step size, estimator, smoothing) combination, in a fixed order."""
+    return [DoremiSetting(float(eta), float(c), e) for eta in _as_list(self.step_size)
+            for e in _as_list(self.estimator) for c in _as_list(self.smoothing)]
 
 
 def token_losses(model: nn.Module, params: Any, batch: Batch, chunked: bool = False
@@ -80,42 +114,69 @@ def _plain_step(model, optimizer, num_domains: int):
   return step
 
 
-def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig):
-  def step(state: TrainState, reference_params: Any, batch: Batch
-           ) -> tuple[TrainState, dict[str, jax.Array]]:
+def _proxy_update(model, optimizer, num_domains: int, objective: str):
+  """One proxy's update given the reference's token losses (vmapped over proxies)."""
+  def update(state: TrainState, reference_tl: jax.Array, batch: Batch, step_size: jax.Array,
+             smoothing: jax.Array, estimator: jax.Array):
     mask, domain_ids = batch["loss_mask"], batch["domain_ids"]
     proxy_tl, proxy_vjp = jax.vjp(lambda p: token_losses(model, p, batch), state.params)
-    # Forward only, so its logits are built a chunk at a time (never all 412 MB at vocab 50k).
-    reference_tl = jax.lax.stop_gradient(
-        token_losses(model, reference_params, batch, chunked=True))
-
-    excess, counts = doremi.per_domain_excess_loss(
+    estimates, counts = doremi.excess_estimates(
         proxy_tl, reference_tl, domain_ids, mask, num_domains)
+    excess = estimates[estimator]
     ds = state.domains
     excess_used = doremi.observed_excess(ds.last_excess, excess, counts)
-    weights = doremi.update_domain_weights(ds.weights, excess_used, cfg.step_size, cfg.smoothing)
+    weights = doremi.update_domain_weights(ds.weights, excess_used, step_size, smoothing)
     average = doremi.average_weights(ds.average, weights, state.step + 1)
 
-    def objective(tl):
-      return doremi.weighted_proxy_loss(tl, domain_ids, mask, weights, cfg.objective)
+    def weighted(tl):
+      return doremi.weighted_proxy_loss(tl, domain_ids, mask, weights, objective)
 
-    loss, dloss_dtokens = jax.value_and_grad(objective)(proxy_tl)
+    loss, dloss_dtokens = jax.value_and_grad(weighted)(proxy_tl)
     (grads,) = proxy_vjp(dloss_dtokens)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     domain_loss, _ = doremi.per_domain_mean_loss(proxy_tl, domain_ids, mask, num_domains)
-    reference_loss, _ = doremi.per_domain_mean_loss(reference_tl, domain_ids, mask, num_domains)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "unweighted_loss": _masked_mean(proxy_tl, mask),
-               "domain_loss": domain_loss, "domain_reference_loss": reference_loss,
-               "domain_excess": excess, "domain_tokens": counts,
-               "domain_weights": weights, "average_domain_weights": average}
+               "domain_loss": domain_loss, "domain_excess": excess, "domain_tokens": counts,
+               "domain_weights": weights, "average_domain_weights": average,
+               **doremi.weight_diagnostics(weights)}
     new_domains = ds.replace(weights=weights, average=average, last_excess=excess_used)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               domains=new_domains)
     return new_state, metrics
 
+  return update
+
+
+def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig):
+  """The proxy step; with several settings the state is stacked on a leading axis."""
+  settings = cfg.settings()
+  update = _proxy_update(model, optimizer, num_domains, cfg.objective)
+  etas = jnp.asarray([s.step_size for s in settings], jnp.float32)
+  smooth = jnp.asarray([s.smoothing for s in settings], jnp.float32)
+  est = jnp.asarray([doremi.estimator_index(s.estimator) for s in settings], jnp.int32)
+
+  def step(state: TrainState, reference_params: Any, batch: Batch
+           ) -> tuple[TrainState, dict[str, jax.Array]]:
+    # Forward only, so its logits are built a chunk at a time (never all 412 MB at vocab 50k).
+    reference_tl = jax.lax.stop_gradient(
+        token_losses(model, reference_params, batch, chunked=True))
+    if len(settings) == 1:
+      new_state, metrics = update(state, reference_tl, batch, etas[0], smooth[0], est[0])
+    else:
+      new_state, metrics = jax.vmap(update, in_axes=(0, None, None, 0, 0, 0))(
+          state, reference_tl, batch, etas, smooth, est)
+    reference_loss, _ = doremi.per_domain_mean_loss(
+        reference_tl, batch["domain_ids"], batch["loss_mask"], num_domains)
+    metrics["domain_reference_loss"] = reference_loss
+    return new_state, metrics
+
   return step
+
+
+def num_proxies(doremi_config: DoremiConfig | None) -> int:
+  return len(doremi_config.settings()) if doremi_config is not None else 1
 
 
 def batch_shardings(mesh: Mesh, rules=None) -> dict[str, jax.sharding.NamedSharding]:
@@ -124,11 +185,14 @@ def batch_shardings(mesh: Mesh, rules=None) -> dict[str, jax.sharding.NamedShard
 
 def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransformation,
                     mesh: Mesh, state_shardings: TrainState, num_domains: int,
-                    doremi_config: DoremiConfig | None = None, rules=None) -> Callable:
+                    doremi_config: DoremiConfig | None = None, rules=None,
+                    reference_shardings: Any = None) -> Callable:
   """Returns the jitted step for ``kind`` in {"plain", "proxy"}.
 
   plain: ``step(state, batch)``; proxy: ``step(state, reference_params, batch)``.
-  The state is donated; reference params are an input that is never updated.
+  The state is donated; reference params are an input that is never updated. A DoReMi
+  sweep (``doremi_config`` with lists) takes states stacked by ``train_state.stack_proxies``
+  and needs ``reference_shardings`` (the unstacked params' shardings).
   """
   rules = partitioning.logical_axis_rules() if rules is None else rules
   batch_sh = batch_shardings(mesh, rules)
@@ -138,7 +202,9 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
     in_shardings = (state_shardings, batch_sh)
   elif kind == "proxy":
     fn = _proxy_step(model, optimizer, num_domains, doremi_config or DoremiConfig())
-    in_shardings = (state_shardings, state_shardings.params, batch_sh)
+    reference_shardings = (state_shardings.params if reference_shardings is None
+                           else reference_shardings)
+    in_shardings = (state_shardings, reference_shardings, batch_sh)
   else:
     raise ValueError(f"unknown step kind {kind!r}; expected 'plain' or 'proxy'")
 

@@ -95,3 +95,28 @@ def init_state(model, optimizer, mesh, seq_len: int, seed: int, num_domains: int
 
   with jax.set_mesh(mesh):
     return jax.jit(unboxed_init, out_shardings=shardings)(jax.random.key(seed))
+
+
+def stack_proxies(abstract: TrainState, shardings: TrainState, num_proxies: int, mesh,
+                  rules=None) -> tuple[TrainState, TrainState]:
+  """(abstract, shardings) of ``num_proxies`` states stacked on a leading ``proxies`` axis."""
+  axis = partitioning.logical_sharding(mesh, ("proxies",), rules).spec
+  lead = axis[0] if len(axis) else None
+
+  def stack_sharding(s):
+    return jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(lead, *s.spec))
+
+  stacked_sh = jax.tree.map(stack_sharding, shardings)
+  stacked_abs = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct((num_proxies,) + tuple(a.shape), a.dtype, sharding=s),
+      abstract, stacked_sh)
+  return stacked_abs, stacked_sh
+
+
+def broadcast_state(state: TrainState, num_proxies: int, stacked_shardings: TrainState
+                    ) -> TrainState:
+  """``num_proxies`` copies of one state: every proxy of a sweep starts from the same init,
+  so they differ only in their DoReMi settings (as separate runs with one seed would)."""
+  def stack(tree):
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_proxies,) + x.shape), tree)
+  return jax.jit(stack, out_shardings=stacked_shardings)(state)
