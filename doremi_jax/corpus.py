@@ -24,10 +24,14 @@ from doremi_jax import corpus_build, corpus_reader, errors, tokenizer  # noqa: E
 DEFAULT_CAP_BYTES = 2_000_000
 
 
+def cache_root() -> Path:
+  """``$DOREMI_CACHE`` or ``~/.cache/doremi_jax``: where generated corpora are kept."""
+  return Path(os.environ.get("DOREMI_CACHE") or "~/.cache/doremi_jax").expanduser()
+
+
 def embedded_corpus_dir() -> str:
   """Where the embedded corpus is built by default."""
-  cache = os.environ.get("DOREMI_CACHE") or "~/.cache/doremi_jax"
-  return str(Path(cache).expanduser() / "embedded_corpus")
+  return str(cache_root() / "embedded_corpus")
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -122,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.command == "build":
     build(args.out, args.cap_bytes, args.domains, args.cache_dir)
   else:
-    if not 0.0 <= args.validation_fraction <= 1.0:
-      raise errors.DoremiError(f"--validation-fraction must be in [0, 1], got "
+    if not 0.0 <= args.validation_fraction <= 0.5:
+      raise errors.DoremiError(f"--validation-fraction must be in [0, 0.5], got "
                                f"{args.validation_fraction}")
     stats(args.corpus_dir, args.vocab, args.tokenizer, args.validation_fraction, args.domains,
           args.sample_chars)

@@ -56,15 +56,18 @@ class Domain:
 
 
 def split_of(text: str, validation_fraction: float = 0.05) -> str:
-  """Return "validation" or "train" for ``text``, stably across runs and machines.
+  """Return "validation", "test" or "train" for ``text``, stably across runs and machines.
 
-  The first 8 bytes of sha1(text) as a fraction in [0, 1) are compared with
-  ``validation_fraction``, so the same document always lands in the same split.
+  The first 8 bytes of sha1(text) as a fraction u in [0, 1) decide: u < f is validation,
+  f <= u < 2f is test, the rest is train (f = ``validation_fraction``, at most 0.5). So
+  each held-out split gets a fraction f of the documents, and a document never moves.
   """
-  if not 0.0 <= validation_fraction <= 1.0:
-    raise ValueError(f"validation_fraction must be in [0, 1], got {validation_fraction}")
+  if not 0.0 <= validation_fraction <= 0.5:
+    raise ValueError(f"validation_fraction must be in [0, 0.5], got {validation_fraction}")
   unit = int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
-  return "validation" if unit < validation_fraction else "train"
+  if unit < validation_fraction:
+    return "validation"
+  return "test" if unit < 2 * validation_fraction else "train"
 
 
 # ----------------------------------------------------------------------------- markup

@@ -26,7 +26,7 @@ from typing import IO, Iterator, Mapping, Sequence
 from doremi_jax import errors
 from doremi_jax.corpus_build import split_of
 
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation", "test")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 TEXT_SUFFIXES = (".txt",)
 TOKENIZER_DIRNAME = "tokenizer"

@@ -22,6 +22,7 @@ from doremi_jax import corpus_reader, errors, tasks_lib, tokenizer
 SplitStats = dict[str, int]  # documents, characters, tokens
 DomainStats = dict[str, SplitStats]  # split -> SplitStats
 COUNTS_FILE = "token_counts.json"
+SPLIT_SCHEME = "train/validation/test"  # part of cache keys: the splits decide what is counted
 
 
 def corpus_vocabulary(corpus_dir: str, domains: Mapping[str, Sequence[Path]],
@@ -44,7 +45,7 @@ def corpus_vocabulary(corpus_dir: str, domains: Mapping[str, Sequence[Path]],
 
   path = tokenizer.ensure_sentencepiece(
       tok_dir, vocab_size, fingerprints, documents, sample_chars,
-      settings={"validation_fraction": validation_fraction})
+      settings={"validation_fraction": validation_fraction, "splits": SPLIT_SCHEME})
   return tokenizer.load_vocabulary(path), tok_dir
 
 
@@ -108,7 +109,8 @@ def domain_stats(domains: Mapping[str, Sequence[Path]], fingerprints: Mapping[st
   dirty = False
   for name, files in domains.items():
     key = hashlib.sha256(
-        f"{fingerprints[name]}:{vocab_sha}:{validation_fraction!r}".encode()).hexdigest()
+        f"{fingerprints[name]}:{vocab_sha}:{validation_fraction!r}:{SPLIT_SCHEME}".encode()
+    ).hexdigest()
     stats = cache["entries"].get(key)
     if stats is None:
       stats = {split: count_tokens(corpus_reader.iter_split(files, split, validation_fraction),

@@ -106,12 +106,12 @@ def register_tfds_domain(name: str, tfds_name: str, text_key: str = "text",
                          splits: Mapping[str, str] | None = None,
                          tfds_data_dir: str | None = None) -> seqio.Task:
   """A TFDS dataset (``"name/config:version"``) as one domain; ``splits`` maps our split
-  names to TFDS's (default train/validation). ``vocabulary``: "bytes" or a ``.model`` path.
+  names to TFDS's (default train/validation/test). ``vocabulary``: "bytes" or a ``.model`` path.
   Nothing is downloaded until the Task's data is read."""
   if vocabulary != tokenizer.BYTES:
     vocabulary = os.path.abspath(os.path.expanduser(vocabulary))
   vocab = tokenizer.load_vocabulary(vocabulary)
-  splits = dict(splits or {"train": "train", "validation": "validation"})
+  splits = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
   source = seqio.TfdsDataSource(tfds_name, tfds_data_dir=tfds_data_dir, splits=splits)
   task = register_text_domain(corpus_reader.sanitize(name), source, vocab, text_key)
   tasks_lib.record_provenance([task.name], _statement(

@@ -3,8 +3,8 @@
     register_pile("/data/pile")  # or a glob: "/data/pile/train/0[0-3].jsonl.zst"
 
 Each line is ``{"text": ..., "meta": {"pile_set_name": <domain>}}``. Files whose name
-starts with ``val`` are the validation split and ``test*`` files are ignored; without
-``val*`` files, documents are split by hash like any corpus (``VALIDATION_FRACTION``).
+starts with ``val`` are the validation split and ``test*`` files the test split; without
+them, documents are split by hash like any corpus (``VALIDATION_FRACTION``).
 Every domain Task scans all files and keeps its own documents, so this suits local
 slices of the Pile; for all of it, cache the Tasks with SeqIO first.
 
@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 import seqio
 import tensorflow as tf
 
-from doremi_jax import corpus_build, corpus_reader, errors, gin_utils, tasks_lib, tokenizer
+from doremi_jax import (corpus_build, corpus_reader, corpus_stats, errors, gin_utils, tasks_lib,
+                        tokenizer)
 from tasks import corpus
 
 PREFIX = "pile"
@@ -68,13 +69,17 @@ def pile_files(pile_dir: str) -> list[Path]:
 
 
 def split_files(files: Sequence[Path]) -> dict[str, list[Path]]:
-  """train/validation files; without ``val*`` files both splits read the train files."""
-  keep = [f for f in files if not f.name.startswith("test")]
-  val = [f for f in keep if f.name.startswith("val")]
-  train = [f for f in keep if not f.name.startswith("val")]
+  """train/validation/test files (``val*``, ``test*``); without ``val*`` files every split
+  is taken from the train files by document hash (``corpus_build.split_of``)."""
+  val = [f for f in files if f.name.startswith("val")]
+  test = [f for f in files if f.name.startswith("test")]
+  train = [f for f in files if f not in val and f not in test]
   if not train:
     raise errors.DoremiError("no Pile training files (only val*/test* files found)")
-  return {"train": train, "validation": val}
+  if val and not test:
+    raise errors.DoremiError("Pile val* files without test* files: add the test files, or "
+                             "remove both to split the train files by document hash")
+  return {"train": train, "validation": val, "test": test}
 
 
 def iter_pile(files: Sequence[Path]) -> Iterator[tuple[str, str]]:
@@ -136,7 +141,8 @@ def register_pile(pile_dir: str, prefix: str = PREFIX,
     model = tokenizer.ensure_sentencepiece(
         tokenizer.default_tokenizer_dir(str(root), fp), vocab_size,
         {d: fp for d in PILE_DOMAINS}, documents, sample_chars,
-        settings={"validation_fraction": validation_fraction})
+        settings={"validation_fraction": validation_fraction,
+                  "splits": corpus_stats.SPLIT_SCHEME})
     vocab = tokenizer.load_vocabulary(model)
   else:
     vocab = tokenizer.load_vocabulary(vocabulary)

@@ -29,7 +29,7 @@ BASELINE_MIXTURE = "synthetic_baseline"
 UNIFORM_MIXTURE = "synthetic_uniform"
 # Baseline rates: proportional to an (arbitrary, fixed) notion of domain size.
 BASELINE_RATES = {"noise": 0.3, "repeat": 0.3, "markov1": 0.2, "markov2": 0.2}
-_DOCS = {"train": 1500, "validation": 100}
+_DOCS = {"train": 1500, "validation": 100, "test": 100}
 _DOC_LEN = (96, 320)
 
 

@@ -178,9 +178,10 @@ def test_split_of_is_stable_and_proportional():
   texts = [f"document number {i}" for i in range(4000)]
   splits = [cb.split_of(t) for t in texts]
   assert splits == [cb.split_of(t) for t in texts]
-  assert set(splits) == {"train", "validation"}
+  assert set(splits) == {"train", "validation", "test"}
   assert 0.03 < splits.count("validation") / len(texts) < 0.07
+  assert 0.03 < splits.count("test") / len(texts) < 0.07
   assert {cb.split_of(t, 0.0) for t in texts} == {"train"}
-  assert {cb.split_of(t, 1.0) for t in texts} == {"validation"}
+  assert {cb.split_of(t, 0.5) for t in texts} == {"validation", "test"}
   with pytest.raises(ValueError):
-    cb.split_of("x", 1.5)
+    cb.split_of("x", 0.6)

@@ -73,7 +73,9 @@ def test_layouts_and_split_determinism(user_corpus):
     assert list(corpus_reader.iter_documents(files)) == docs[name]
     train = list(corpus_reader.iter_split(files, "train", 0.2))
     val = list(corpus_reader.iter_split(files, "validation", 0.2))
-    assert sorted(train + val) == sorted(docs[name]) and not set(train) & set(val)
+    test = list(corpus_reader.iter_split(files, "test", 0.2))
+    assert sorted(train + val + test) == sorted(docs[name])
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
     assert val == [d for d in docs[name] if corpus_build.split_of(d, 0.2) == "validation"]
     assert train == list(corpus_reader.iter_split(files, "train", 0.2))
 
@@ -210,7 +212,7 @@ def test_gin_corpus_and_embedded_slice(user_corpus, tmp_path):
 def test_tfds_domain_construction():
   task = corpus_tasks.register_tfds_domain("Wiki EN", "wikipedia/20230601.en:1.0.0")
   assert task.name == "wiki_en" and isinstance(task.source, seqio.TfdsDataSource)
-  assert task.source.splits == ("train", "validation")
+  assert task.source.splits == ("train", "validation", "test")
   assert "register_tfds_domain('Wiki EN'" in tasks_lib.registration_statements(["wiki_en"])[0]
 
 
@@ -238,8 +240,10 @@ def test_pile_from_local_zst(tmp_path):
   data = "".join(json.dumps(r) + "\n" for r in rows).encode()
   (root / "train" / "00.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
   val = [{"text": "validation text for arxiv " * 12, "meta": {"pile_set_name": "ArXiv"}}]
-  (root / "val.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
-      "".join(json.dumps(r) + "\n" for r in val).encode()))
+  test = [{"text": "test text for arxiv " * 12, "meta": {"pile_set_name": "ArXiv"}}]
+  for fname, held_out in (("val.jsonl.zst", val), ("test.jsonl.zst", test)):
+    (root / fname).write_bytes(zstandard.ZstdCompressor().compress(
+        "".join(json.dumps(r) + "\n" for r in held_out).encode()))
   names = pile.register_pile(str(root), prefix="tp", vocab_size=VOCAB)
   assert len(names) == 22 and "tp_pile_cc" in names
   published = pile.PILE_DOREMI_280M_WEIGHTS
@@ -252,6 +256,8 @@ def test_pile_from_local_zst(tmp_path):
   vocab = errors.require_task("tp_arxiv").output_features["targets"].vocabulary
   val_ids = np.concatenate([c["targets"] for c in _chunks("tp_arxiv", "validation")])
   assert vocab.decode(val_ids.tolist()).startswith("validation text")
+  test_ids = np.concatenate([c["targets"] for c in _chunks("tp_arxiv", "test")])
+  assert vocab.decode(test_ids.tolist()).startswith("test text")
   ex = next(seqio.get_mixture_or_task("tp_doremi_280m").get_dataset(
       {"targets": LEN}, split="train", shuffle=True, seed=1).as_numpy_iterator())
   assert ex["domain"].decode() in names
@@ -289,7 +295,7 @@ def test_cli_stats_and_errors(user_corpus, tmp_path, capsys):
   procs = {k: _cli(*a) for k, a in subprocess_cases.items()}
   ok = _cli("stats", str(root), "--vocab", str(VOCAB))
   in_process = {"has no documents": ["stats", str(bad), "--vocab", "bytes"],
-                "all zero": ["stats", str(root), "--vocab", "bytes", "--validation-fraction", "1"]}
+                "all zero": ["stats", str(root), "--vocab", "bytes", "--validation-fraction", "0.5"]}
   for what, args in in_process.items():
     with pytest.raises(SystemExit) as exit_info:
       corpus_cli.main(args)
@@ -299,9 +305,10 @@ def test_cli_stats_and_errors(user_corpus, tmp_path, capsys):
   rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.strip()}
   assert rows["domain"][1:3] == ["docs", "train"] and rows["total"][-1] == "1.0000"
   for name, docs in user_corpus[1].items():
-    train = [d for d in docs if corpus_build.split_of(d, 0.05) == "train"]
-    assert rows[name][1:3] == [f"{len(train):,}", f"{len(docs) - len(train):,}"]
-    assert rows[name][3] == f"{sum(map(len, train)):,}"
+    split = {s: [d for d in docs if corpus_build.split_of(d, 0.05) == s]
+             for s in ("train", "validation", "test")}
+    assert rows[name][1:4] == [f"{len(split[s]):,}" for s in ("train", "validation", "test")]
+    assert rows[name][4] == f"{sum(map(len, split['train'])):,}"
   for what, proc in procs.items():
     _, err = proc.communicate(timeout=120)
     _error_line(what, proc.returncode, err)
