@@ -26,7 +26,8 @@ import gin
 import jax
 import numpy as np
 
-from doremi_jax import checkpoints, data, distributed, errors, gin_utils, partitioning, steps
+from doremi_jax import (checkpoints, data, distributed, errors, gin_utils, partitioning, steps,
+                        tokenizer)
 from doremi_jax import model as model_lib
 from doremi_jax import train as train_lib
 from doremi_jax import train_state as ts
@@ -38,7 +39,11 @@ EVAL_FILE = "eval_{split}.json"
 def evaluate(model_dir: str, mixture_or_task_name: str, split: str = "validation",
              batch_size: int = 16, max_batches_per_domain: int | None = 50,
              task_feature_lengths: dict[str, int] | None = None) -> dict[str, Any]:
-  """Mean token NLL (nats) per domain; writes ``MODEL_DIR/eval_<split>.json``."""
+  """Mean token NLL (nats) and bits per byte per domain; writes ``MODEL_DIR/eval_<split>.json``.
+
+  Bits per byte = summed NLL / (ln 2 x UTF-8 bytes of the evaluated tokens' text): unlike
+  nats per token it compares models across tokenizers.
+  """
   cfg = model_lib.TransformerConfig()
   lm = model_lib.TransformerLM(cfg)
   data.check_vocabulary(mixture_or_task_name, cfg.vocab_size)
@@ -52,27 +57,35 @@ def evaluate(model_dir: str, mixture_or_task_name: str, split: str = "validation
   eval_step = steps.make_eval_step(lm, mesh, jax.tree.map(lambda x: x.sharding, abstract.params),
                                    len(domains), rules)
   shardings = steps.batch_shardings(mesh, rules)
-  sums, counts = np.zeros(len(domains)), np.zeros(len(domains))
+  vocab = errors.require_mixture_or_task(mixture_or_task_name).output_features["targets"].vocabulary
+  token_bytes = jax.device_put(tokenizer.token_byte_lengths(vocab), partitioning.replicated(mesh))
+  sums, counts, nbytes = (np.zeros(len(domains)) for _ in range(3))
   for domain in domains:
     ds = data.seqio_dataset(domain, lengths, split, batch_size, domains, shuffle=False,
                             seed=None, num_epochs=1)
     if max_batches_per_domain:
       ds = ds.take(max_batches_per_domain)
     for batch in data.global_batches(ds, shardings):
-      s, c = eval_step(params, batch)
+      s, c, b = eval_step(params, batch, token_bytes)
       sums += np.asarray(s)
       counts += np.asarray(c)
+      nbytes += np.asarray(b)
   empty = [d for d, c in zip(domains, counts) if c == 0]
   if empty:
     raise errors.DoremiError(f"no {split} tokens for domain(s) {empty} (split too small for "
                              f"one batch of {batch_size} x {lengths['targets']} tokens?)")
   log_ppl = dict(zip(domains, (sums / counts).tolist()))
+  bpb = dict(zip(domains, (sums / (math.log(2) * np.maximum(nbytes, 1))).tolist()))
   result = {
       "model_dir": os.path.abspath(model_dir), "mixture_or_task_name": mixture_or_task_name,
       "split": split, "log_perplexity": log_ppl, "tokens": dict(zip(domains, counts.tolist())),
       "average_log_perplexity": float(np.mean(list(log_ppl.values()))),
       "worst_log_perplexity": float(max(log_ppl.values())),
       "worst_domain": max(log_ppl, key=log_ppl.get),
+      "bits_per_byte": bpb, "bytes": dict(zip(domains, nbytes.tolist())),
+      "average_bits_per_byte": float(np.mean(list(bpb.values()))),
+      "worst_bits_per_byte": float(max(bpb.values())),
+      "worst_bits_per_byte_domain": max(bpb, key=bpb.get),
   }
   if not all(math.isfinite(v) for v in log_ppl.values()):
     raise errors.DoremiError(f"non-finite log-perplexity for {model_dir}: {log_ppl}")

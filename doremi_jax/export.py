@@ -41,6 +41,13 @@ def check_weights(weights: Mapping[str, float], what: str = "domain weights",
   return weights
 
 
+def normalise(weights: Mapping[str, float], domains=None) -> dict[str, float]:
+  """Weights divided by their sum (float32 averages drift off 1), in ``domains`` order."""
+  domains = list(weights) if domains is None else list(domains)
+  total = sum(float(weights[d]) for d in domains)
+  return {d: float(weights[d]) / total for d in domains}
+
+
 def _module_source(name: str, weights: Mapping[str, float], registration: list[str],
                    tokenizer: Mapping[str, Any] | None) -> str:
   lines = [f'"""SeqIO Mixture {name!r}: DoReMi domain weights exported by doremi-jax.',
@@ -105,17 +112,17 @@ def write_exports(out_dir: str, name: str, weights: Mapping[str, float],
   return paths
 
 
-def export_from_proxy(model_dir: str, average: Mapping[str, float], steps: int, doremi_cfg,
-                      reference_model_dir: str, mixture_or_task_name: str,
+def export_from_proxy(model_dir: str, average: Mapping[str, float], steps: int, setting,
+                      objective: str, reference_model_dir: str, mixture_or_task_name: str,
                       name: str | None = None) -> dict[str, str]:
   """The end of a proxy run: averaged weights -> all export formats under MODEL_DIR/export."""
   name = name or re.sub(r"\W", "_", f"{mixture_or_task_name}_doremi")
-  total = sum(average.values())
-  weights = {k: v / total for k, v in average.items()}  # exact renormalisation of float32 sums
+  weights = normalise(average)
   metadata = {
       "method": "DoReMi (Xie et al. 2023), average of domain weights over all proxy steps",
-      "steps": steps, "step_size": doremi_cfg.step_size, "smoothing": doremi_cfg.smoothing,
-      "objective": doremi_cfg.objective, "proxy_mixture": mixture_or_task_name,
+      "steps": steps, "step_size": setting.step_size, "smoothing": setting.smoothing,
+      "estimator": setting.estimator, "objective": objective,
+      "proxy_mixture": mixture_or_task_name,
       "proxy_run": os.path.abspath(model_dir),
       "reference_run": os.path.abspath(reference_model_dir),
       "tokenizer": tokenizer_info.describe(mixture_or_task_name),

@@ -18,15 +18,16 @@ if __name__ == "__main__":  # run the package module, so gin sees each configura
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import gin
 import numpy as np
 
-from doremi_jax import (distributed, doremi, errors, evaluate, export, gin_utils, report, tasks_lib,
-                        tokenizer_info)
+from doremi_jax import (comparison, distributed, doremi, errors, evaluate, export, gin_utils,
+                        report, steps, tasks_lib, tokenizer_info)
 from doremi_jax import train as train_lib
 
 PIPELINE_FILE = "pipeline.json"
@@ -56,21 +57,23 @@ class _Stages:
     print(f"[pipeline] {os.path.relpath(model_dir)}: training {steps} steps", flush=True)
     return gin_utils.call_configured(train_lib.train)
 
-  def evaluate(self, model_dir: str, mixture: str) -> dict[str, Any]:
-    cached = os.path.join(model_dir, evaluate.EVAL_FILE.format(split="validation"))
+  def evaluate(self, model_dir: str, mixture: str, split: str) -> dict[str, Any]:
+    cached = os.path.join(model_dir, evaluate.EVAL_FILE.format(split=split))
     if os.path.exists(cached):
       with open(cached) as f:
         result = json.load(f)
-      if result.get("mixture_or_task_name") == mixture:
+      if result.get("mixture_or_task_name") == mixture and "bits_per_byte" in result:
         return result
     gin.clear_config()
     # The run's own operative config fixes the architecture; only eval settings are added.
     gin_utils.configure([os.path.join(model_dir, "config.gin"), "runs/eval.gin"],
                         self.bindings + [f"MODEL_DIR = {model_dir!r}",
-                                         f"MIXTURE_OR_TASK_NAME = {mixture!r}"],
+                                         f"MIXTURE_OR_TASK_NAME = {mixture!r}",
+                                         f"evaluate.split = {split!r}"],
                         self.search_paths)
     gin_utils.call_configured(train_lib.import_task_modules)
-    print(f"[pipeline] {os.path.relpath(model_dir)}: evaluating on {mixture}", flush=True)
+    print(f"[pipeline] {os.path.relpath(model_dir)}: evaluating on {mixture} ({split})",
+          flush=True)
     return gin_utils.call_configured(evaluate.evaluate_main)
 
 
@@ -94,15 +97,73 @@ def _check_experiment_dir(experiment_dir: str, fingerprint: dict[str, Any], over
     json.dump(fingerprint, f, indent=2)
 
 
+def _arm_modules(experiment_dir: str, extra_arms: Mapping[str, str], domains: Sequence[str]
+                 ) -> dict[str, tuple[str, list[str]]]:
+  """User-named arms: a registered mixture name, or a weights JSON (ours or the reference
+  implementation's) exported as a mixture module under ``<experiment>/arms/``."""
+  out: dict[str, tuple[str, list[str]]] = {}
+  for arm, spec in extra_arms.items():
+    if not spec.endswith(".json"):
+      rates = tasks_lib.mixture_rates(spec)
+      if sorted(rates) != sorted(domains):
+        raise errors.DoremiError(f"arm {arm!r}: mixture {spec!r} has domains {sorted(rates)}, "
+                                 f"not the experiment's {sorted(domains)}")
+      out[arm] = (spec, [])
+      continue
+    weights, metadata = export.load_weights(spec)
+    unknown, missing = sorted(set(weights) - set(domains)), sorted(set(domains) - set(weights))
+    if unknown or missing:
+      raise errors.DoremiError(f"arm {arm!r}: {spec} names unknown domains {unknown} and lacks "
+                               f"{missing}; it must name exactly the experiment's tasks")
+    name = re.sub(r"\W", "_", f"arm_{arm}")
+    paths = export.write_exports(os.path.join(experiment_dir, "arms"), name, weights,
+                                 {**metadata, "source": os.path.abspath(spec)}, overwrite=True)
+    out[arm] = (name, [paths["module"]])
+  return out
+
+
+def _main_runs(stages: _Stages, experiment_dir: str, arms: Mapping[str, tuple[str, list[str]]],
+               seeds: Sequence[int], main_steps: int, main_files: Sequence[str],
+               uniform_mixture: str, eval_splits: Sequence[str]) -> dict[str, Any]:
+  """Every arm x seed trained the same way, each evaluated on the same held-out sets."""
+  evals: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in eval_splits}
+  for arm, (mixture, modules) in arms.items():
+    for seed in seeds:
+      main_dir = os.path.join(experiment_dir, "main", arm, f"seed_{seed}")
+      stages.train("runs/main.gin", main_dir, main_steps,
+                   [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}"], modules,
+                   main_files)
+      for split in eval_splits:
+        evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(
+            main_dir, uniform_mixture, split)
+  return evals
+
+
 @gin.configurable(denylist=["stages"])
 def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
              baseline_mixture: str = gin.REQUIRED, uniform_mixture: str = gin.REQUIRED,
              reference_steps: int = gin.REQUIRED, proxy_steps: int = gin.REQUIRED,
              main_steps: int = gin.REQUIRED, rounds: int = 1, tolerance: float | None = None,
              run_main: bool = True, export_prefix: str = "doremi",
-             main_gin_files: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any]:
-  """Runs all stages; returns (and writes) ``summary.json``."""
+             main_gin_files: Sequence[str] = (), overwrite: bool = False,
+             seeds: Sequence[int] = (0,), extra_arms: Mapping[str, str] | None = None,
+             selection_split: str = "validation", report_split: str = "test"
+             ) -> dict[str, Any]:
+  """Runs all stages; returns (and writes) ``summary.json``.
+
+  Main runs: arms ``natural`` (token counts), ``uniform``, the DoReMi mixture(s) and any
+  ``extra_arms`` ({arm: mixture name or weights JSON}), each with every seed of ``seeds``.
+  A sweep (several DoReMi settings) gives one arm per setting; the setting whose main
+  models do best on ``selection_split`` is exported as ``export_prefix``, and numbers are
+  reported on ``report_split`` (choices never look at it).
+  """
   experiment_dir = os.path.abspath(experiment_dir)
+  settings = steps.DoremiConfig().settings()
+  if len(settings) > 1 and rounds > 1:
+    raise errors.DoremiError("a DoReMi sweep (several step sizes/estimators/smoothings) runs "
+                             "one round; set pipeline.rounds = 1 or give one setting")
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise errors.DoremiError(f"pipeline.seeds must be distinct integers, got {list(seeds)}")
   config_text = gin.config_str()
   fingerprint = {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
                  "gin_files": stages.gin_files, "bindings": stages.bindings}
@@ -111,6 +172,7 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
   domains = tasks_lib.domain_names(uniform_mixture)
   if sorted(baseline_rates) != sorted(domains):
     raise errors.DoremiError(f"{baseline_mixture!r} and {uniform_mixture!r} have different domains")
+  extra = _arm_modules(experiment_dir, dict(extra_arms or {}), domains)
 
   rounds_out: list[dict[str, Any]] = []
   reference_mixture, reference_modules = baseline_mixture, []
@@ -124,43 +186,56 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
     summary = stages.train("runs/proxy.gin", proxy_dir, proxy_steps,
                            [f"UNIFORM_MIXTURE = {uniform_mixture!r}",
                             f"REFERENCE_MODEL_DIR = {ref_dir!r}", f"EXPORT_NAME = {name!r}"])
-    weights = summary["average_domain_weights"]
-    total = sum(weights.values())
-    weights = {d: weights[d] / total for d in domains}
+    proxies = [{**p, "average_domain_weights": export.normalise(p["average_domain_weights"],
+                                                                domains)}
+               for p in summary["proxies"]]
+    weights = proxies[0]["average_domain_weights"]
     change = float(doremi.l1_distance(np.array([weights[d] for d in domains]),
                                       np.array([previous.get(d, 0.0) for d in domains])))
     rounds_out.append({"round": k, "reference_mixture": reference_mixture,
                        "average_domain_weights": weights, "l1_change": change,
-                       "export": summary["export"]})
+                       "export": proxies[0]["export"], "proxies": proxies})
     print(f"[pipeline] round {k}: L1 change of the weights {change:.4f}", flush=True)
     if tolerance is not None and change < tolerance:
       break
-    reference_mixture, reference_modules = name, [summary["export"]["module"]]
+    reference_mixture, reference_modules = name, [proxies[0]["export"]["module"]]
     previous = weights
 
   export_dir = os.path.join(experiment_dir, "export")
-  os.makedirs(export_dir, exist_ok=True)
-  final_weights, metadata = export.load_weights(rounds_out[-1]["export"]["json"])
-  paths = export.write_exports(export_dir, export_prefix, final_weights,
-                               {**metadata, "rounds": len(rounds_out)}, overwrite=True)
+  last = rounds_out[-1]
+  doremi_arms: dict[str, dict[str, Any]] = {}
+  for proxy in last["proxies"]:
+    arm = "doremi" if len(last["proxies"]) == 1 else f"doremi_{proxy['tag']}"
+    export_name = (export_prefix if len(last["proxies"]) == 1
+                   else re.sub(r"\W", "_", f"{export_prefix}_{proxy['tag']}"))
+    weights, metadata = export.load_weights(proxy["export"]["json"])
+    paths = export.write_exports(export_dir, export_name, weights,
+                                 {**metadata, "rounds": len(rounds_out)}, overwrite=True)
+    doremi_arms[arm] = {"mixture": export_name, "weights": weights, "export": paths,
+                        "setting": proxy["setting"]}
   result: dict[str, Any] = {
       "experiment_dir": experiment_dir, "domains": domains, "baseline_mixture": baseline_mixture,
-      "baseline_weights": baseline_rates, "rounds": rounds_out,
-      "doremi_weights": final_weights, "export": paths,
-      "tokenizer": tokenizer_info.describe(uniform_mixture)}
-
+      "baseline_weights": baseline_rates, "rounds": rounds_out, "doremi_arms": doremi_arms,
+      "tokenizer": tokenizer_info.describe(uniform_mixture), "seeds": list(seeds)}
+  selected = next(iter(doremi_arms))
   if run_main:
-    main_files = list(main_gin_files)
-    runs = {"baseline": (baseline_mixture, []), "doremi": (export_prefix, [paths["module"]])}
-    evals = {}
-    for label, (mixture, modules) in runs.items():
-      main_dir = os.path.join(experiment_dir, f"main_{label}")
-      stages.train("runs/main.gin", main_dir, main_steps,
-                   [f"MIXTURE_OR_TASK_NAME = {mixture!r}"], modules, main_files)
-      evals[label] = stages.evaluate(main_dir, uniform_mixture)
-    result["main"] = {label: {k: ev[k] for k in ("log_perplexity", "average_log_perplexity",
-                                                 "worst_log_perplexity", "worst_domain")}
-                      for label, ev in evals.items()}
+    arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []),
+            **{a: (v["mixture"], [v["export"]["module"]]) for a, v in doremi_arms.items()},
+            **extra}
+    splits = list(dict.fromkeys([selection_split, report_split]))
+    evals = _main_runs(stages, experiment_dir, arms, seeds, main_steps, main_gin_files,
+                       uniform_mixture, splits)
+    comparisons = {split: comparison.compare_arms(evals[split]) for split in splits}
+    selected = comparison.best_arm(comparisons[selection_split], candidates=list(doremi_arms))
+    result.update({"main": evals, "comparison": comparisons, "selected_arm": selected,
+                   "selection": f"lowest mean average_bits_per_byte on {selection_split}",
+                   "report_split": report_split})
+  chosen = doremi_arms[selected]
+  result["doremi_weights"] = chosen["weights"]
+  result["export"] = (chosen["export"] if chosen["mixture"] == export_prefix else
+                      export.write_exports(export_dir, export_prefix, chosen["weights"],
+                                           {"selected_arm": selected, **chosen["setting"]},
+                                           overwrite=True))
   with open(os.path.join(experiment_dir, SUMMARY_FILE), "w") as f:
     json.dump(result, f, indent=2)
   result["report"] = report.write_report(experiment_dir, result)

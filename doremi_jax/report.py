@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from doremi_jax import comparison  # noqa: E402
 from doremi_jax import train as train_lib  # noqa: E402
 
 REPORT_FILE = "report.md"
@@ -23,25 +24,43 @@ def _short(domains: list[str]) -> list[str]:
   return [d[len(prefix):] or d for d in domains]
 
 
-def _plot_trajectory(experiment_dir: str, rounds: list[dict[str, Any]], domains: list[str]) -> str:
-  fig, axes = plt.subplots(1, len(rounds), figsize=(6 * len(rounds), 4), squeeze=False)
-  for ax, rnd in zip(axes[0], rounds):
+def _trajectories(experiment_dir: str, rounds: list[dict[str, Any]]
+                  ) -> list[tuple[str, list[dict[str, Any]]]]:
+  """(title, rows) per round and DoReMi setting, from the proxies' trajectory files."""
+  panels = []
+  for rnd in rounds:
     path = os.path.join(experiment_dir, f"round_{rnd['round']}", "proxy",
                         train_lib.WEIGHTS_TRAJECTORY_FILE)
     with open(path) as f:
       rows = [json.loads(line) for line in f]
+    for setting in dict.fromkeys(r.get("setting", "") for r in rows):
+      panels.append((f"round {rnd['round']} {setting}".strip(),
+                     [r for r in rows if r.get("setting", "") == setting]))
+  return panels
+
+
+def _plot_trajectory(experiment_dir: str, panels, domains: list[str]) -> str:
+  fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 7), squeeze=False)
+  for col, (title, rows) in enumerate(panels):
+    ax, diag = axes[0][col], axes[1][col]
     steps = [r["step"] for r in rows]
     for d, label in zip(domains, _short(domains)):
       line, = ax.plot(steps, [r["domain_weights"][d] for r in rows], alpha=0.5, label=label)
       ax.plot(steps, [r["average_domain_weights"][d] for r in rows], color=line.get_color(),
               linestyle="--")
-    ax.set_title(f"round {rnd['round']}: domain weights (dashed: running average)")
-    ax.set_xlabel("proxy step")
+    ax.set_title(f"{title}: weights (dashed: average)", fontsize=9)
     ax.set_ylabel("weight")
+    if "weight_entropy" in rows[0]:
+      diag.plot(steps, [r["weight_entropy"] / np.log(len(domains)) for r in rows],
+                label="entropy / log k")
+      diag.plot(steps, [r["min_weight"] * len(domains) for r in rows], label="min weight x k")
+      diag.set_ylim(0, 1.05)
+    diag.set_xlabel("proxy step")
+    diag.legend(fontsize=7)
   axes[0][0].legend(fontsize=7)
   out = os.path.join(experiment_dir, "domain_weights_trajectory.png")
   fig.tight_layout()
-  fig.savefig(out, dpi=100)
+  fig.savefig(out, dpi=90)
   plt.close(fig)
   return out
 
@@ -56,27 +75,33 @@ def _plot_bars(path: str, domains: list[str], series: dict[str, list[float]], ti
   ax.set_xticks(x, _short(domains), rotation=30, ha="right")
   ax.set_title(title)
   ax.set_ylabel(ylabel)
-  ax.legend()
+  ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
 
 
+def _weight_columns(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+  cols = {"natural": result["baseline_weights"]}
+  if len(result["rounds"]) > 1:
+    cols.update({f"round {r['round']}": r["average_domain_weights"] for r in result["rounds"]})
+  cols.update({arm: v["weights"] for arm, v in result["doremi_arms"].items()})
+  return cols
+
+
 def summary_text(result: dict[str, Any]) -> str:
-  """The table ``make demo`` prints: worst/average log-ppl, baseline vs DoReMi, + weights."""
+  """What ``make demo`` prints: the weights, then the arms compared over seeds."""
   domains = result["domains"]
-  lines = ["", "domain weights (baseline -> DoReMi):"]
+  cols = _weight_columns(result)
+  width = max(12, *(len(c) + 2 for c in cols))
+  lines = ["", "domain weights:", f"  {'domain':<28}" + "".join(f"{c:>{width}}" for c in cols)]
   for d in domains:
-    lines.append(f"  {d:<32} {result['baseline_weights'][d]:.4f} -> "
-                 f"{result['doremi_weights'][d]:.4f}")
-  if "main" in result:
-    m = result["main"]
-    lines += ["", f"{'held-out log-ppl':<20}{'baseline':>10}{'doremi':>10}",
-              f"{'average':<20}{m['baseline']['average_log_perplexity']:>10.3f}"
-              f"{m['doremi']['average_log_perplexity']:>10.3f}",
-              f"{'worst':<20}{m['baseline']['worst_log_perplexity']:>10.3f}"
-              f"{m['doremi']['worst_log_perplexity']:>10.3f}"]
+    lines.append(f"  {d:<28}" + "".join(f"{cols[c][d]:>{width}.4f}" for c in cols))
+  if "comparison" in result:
+    split = result["report_split"]
+    lines += ["", comparison.comparison_table(result["comparison"][split]),
+              f"DoReMi arm chosen on {result['selection']}: {result['selected_arm']}"]
   if result.get("report"):
     lines += ["", f"report: {result['report']}"]
   return "\n".join(lines)
@@ -85,38 +110,40 @@ def summary_text(result: dict[str, Any]) -> str:
 def write_report(experiment_dir: str, result: dict[str, Any]) -> str:
   domains = result["domains"]
   rounds = result["rounds"]
-  traj = _plot_trajectory(experiment_dir, rounds, domains)
+  panels = _trajectories(experiment_dir, rounds)
+  traj = _plot_trajectory(experiment_dir, panels, domains)
+  cols = _weight_columns(result)
   bars = _plot_bars(os.path.join(experiment_dir, "domain_weights.png"), domains,
-                    {"baseline": [result["baseline_weights"][d] for d in domains],
-                     **{f"DoReMi round {r['round']}": [r["average_domain_weights"][d] for d in domains]
-                        for r in rounds}},
+                    {c: [w[d] for d in domains] for c, w in cols.items()},
                     "Domain weights", "weight")
+  tok = result["tokenizer"]
   md = [f"# DoReMi report: `{os.path.basename(experiment_dir)}`", "",
-        f"Tokenizer: `{result['tokenizer'].get('type')}` (vocab {result['tokenizer'].get('vocab_size')}).",
-        "", "## Domain weights per round", "",
-        "| domain | baseline | " + " | ".join(f"round {r['round']}" for r in rounds) + " |",
-        "|---|---:|" + "---:|" * len(rounds)]
+        f"Tokenizer: `{tok.get('type')}` (vocab {tok.get('vocab_size')}); seeds "
+        f"{result['seeds']}.", "", "## Domain weights", "",
+        "| domain | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
   for d in domains:
-    md.append(f"| {d} | {result['baseline_weights'][d]:.4f} | " +
-              " | ".join(f"{r['average_domain_weights'][d]:.4f}" for r in rounds) + " |")
-  md.append("| L1 change vs previous | | " + " | ".join(f"{r['l1_change']:.4f}" for r in rounds) + " |")
+    md.append(f"| {d} | " + " | ".join(f"{cols[c][d]:.4f}" for c in cols) + " |")
+  if len(rounds) > 1:
+    md.append("| L1 change vs previous round | | " +
+              " | ".join(f"{r['l1_change']:.4f}" for r in rounds) + " |")
+  md += ["", "Collapse diagnostics at the last proxy step (entropy in nats; log k = "
+         f"{np.log(len(domains)):.3f}):", "", "| proxy | entropy | smallest weight | domain |",
+         "|---|---:|---:|---|"]
+  for title, rows in panels:
+    last = rows[-1]
+    if "weight_entropy" in last:
+      md.append(f"| {title} | {last['weight_entropy']:.3f} | {last['min_weight']:.4f} | "
+                f"{last['min_weight_domain']} |")
   md += ["", f"![domain weights]({os.path.basename(bars)})", "",
          f"![weights over proxy steps]({os.path.basename(traj)})", ""]
-  if "main" in result:
-    main = result["main"]
-    ppl = _plot_bars(os.path.join(experiment_dir, "log_perplexity.png"), domains,
-                     {k: [v["log_perplexity"][d] for d in domains] for k, v in main.items()},
-                     "Held-out log-perplexity of the main models (lower is better)",
-                     "nats / token")
-    md += ["## Main models: held-out log-perplexity (nats/token)", "",
-           "| domain | main on baseline | main on DoReMi |", "|---|---:|---:|"]
-    for d in domains:
-      md.append(f"| {d} | {main['baseline']['log_perplexity'][d]:.3f} | "
-                f"{main['doremi']['log_perplexity'][d]:.3f} |")
-    for key in ("average", "worst"):
-      md.append(f"| **{key}** | **{main['baseline'][key + '_log_perplexity']:.3f}** | "
-                f"**{main['doremi'][key + '_log_perplexity']:.3f}** |")
-    md += ["", f"![log-perplexity]({os.path.basename(ppl)})", ""]
+  if "comparison" in result:
+    split = result["report_split"]
+    plot = comparison.plot_comparison(result["comparison"][split],
+                                      os.path.join(experiment_dir, "comparison.png"))
+    md += [f"DoReMi arm chosen on {result['selection']}: **{result['selected_arm']}**. "
+           f"Every number below is on the `{split}` split, which no choice looked at.", ""]
+    md += comparison.comparison_markdown(result["comparison"][split])
+    md += ["", f"![comparison]({os.path.basename(plot)})", ""]
   md += ["## Exports", ""] + [f"- {k}: `{os.path.relpath(v, experiment_dir)}`"
                               for k, v in result["export"].items()]
   path = os.path.join(experiment_dir, REPORT_FILE)

@@ -225,21 +225,28 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
 
 def make_eval_step(model: nn.Module, mesh: Mesh, params_shardings: Any, num_domains: int,
                    rules=None) -> Callable:
-  """Per-domain sums of token loss and token counts for held-out evaluation."""
+  """Per-domain sums of token loss, token counts and UTF-8 bytes for held-out evaluation.
+
+  ``run(params, batch, token_bytes)``: ``token_bytes[id]`` is the text bytes of token ``id``
+  (``tokenizer.token_byte_lengths``), so the sums give bits per byte as well.
+  """
   rules = partitioning.logical_axis_rules() if rules is None else rules
 
-  def fn(params, batch):
+  def fn(params, batch, token_bytes):
     with nn.logical_axis_rules(rules):
       tl = token_losses(model, params, batch, chunked=True)
-    mask = batch["loss_mask"]
-    mean, counts = doremi.per_domain_mean_loss(tl, batch["domain_ids"], mask, num_domains)
-    return mean * counts, counts
+    mask, ids = batch["loss_mask"], batch["domain_ids"]
+    mean, counts = doremi.per_domain_mean_loss(tl, ids, mask, num_domains)
+    target_bytes = token_bytes[batch["targets"]].astype(jnp.float32)
+    mean_bytes, _ = doremi.per_domain_mean_loss(target_bytes, ids, mask, num_domains)
+    return mean * counts, counts, mean_bytes * counts
 
-  jitted = jax.jit(fn, in_shardings=(params_shardings, batch_shardings(mesh, rules)),
-                   out_shardings=partitioning.replicated(mesh))
+  replicated = partitioning.replicated(mesh)
+  jitted = jax.jit(fn, in_shardings=(params_shardings, batch_shardings(mesh, rules), replicated),
+                   out_shardings=replicated)
 
-  def run(params, batch):
+  def run(params, batch, token_bytes):
     with jax.set_mesh(mesh):
-      return jitted(params, batch)
+      return jitted(params, batch, token_bytes)
 
   return run

@@ -161,3 +161,30 @@ def check_vocab_matches(model_vocab_size: int, vocabulary: seqio.Vocabulary,
     raise errors.DoremiError(
         f"vocab/tokenizer mismatch: {what}={model_vocab_size} but the tokenizer ({name}) has "
         f"{size} tokens; set {what} {need}")
+
+
+def token_byte_lengths(vocabulary: seqio.Vocabulary) -> "np.ndarray":
+  """UTF-8 bytes of text each token id stands for, so losses become bits per byte.
+
+  SentencePiece: a piece's text with ``▁`` as one space byte, ``<0xNN>`` byte pieces are
+  1 byte, control and unknown pieces 0 (the dummy-prefix space of each document counts
+  as 1 byte, so a document's total is its text plus at most one byte). Byte vocabulary:
+  1 per byte token. Any other vocabulary (e.g. token-level synthetic domains) counts 1
+  per non-special id, so "bits per byte" there reads as bits per token.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  size = int(vocabulary.vocab_size)
+  special = {i for i in (0, vocabulary.eos_id, getattr(vocabulary, "unk_id", None))
+             if i is not None}
+  out = np.asarray([0 if i in special else 1 for i in range(size)], np.int32)
+  if isinstance(vocabulary, seqio.SentencePieceVocabulary):
+    sp = vocabulary.tokenizer
+    for i in range(min(size, sp.get_piece_size())):
+      if sp.is_control(i) or sp.is_unknown(i):
+        out[i] = 0
+      elif sp.is_byte(i):
+        out[i] = 1
+      else:
+        out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+  return out

@@ -15,8 +15,10 @@ if __name__ == "__main__":  # run the package module, so gin sees each configura
   _main()
   raise SystemExit(0)
 
+import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from typing import Any, Mapping, Sequence
@@ -60,6 +62,73 @@ def _host_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
   return {k: np.asarray(v) for k, v in jax.device_get(dict(metrics)).items()}
 
 
+_PER_PROXY_WEIGHT_KEYS = ("domain_weights", "average_domain_weights", "domain_excess")
+_DIAGNOSTICS = ("weight_entropy", "min_weight", "min_weight_domain", "l1_from_uniform")
+
+
+def _per_proxy(host: Mapping[str, Any], settings: Sequence[steps.DoremiSetting]
+               ) -> list[dict[str, Any]]:
+  """Splits a (possibly stacked) proxy step's host metrics into one dict per setting."""
+  if len(settings) == 1:
+    return [dict(host)]
+  shared = {k: v for k, v in host.items()
+            if k in ("domain_reference_loss", "tokens_per_second")}
+  return [{**shared, **{k: v[i] for k, v in host.items() if k not in shared}}
+          for i in range(len(settings))]
+
+
+def _writer_metrics(host: Mapping[str, Any], settings) -> dict[str, Any]:
+  """TensorBoard names: a sweep's metrics get a ``<setting tag>/`` prefix."""
+  if len(settings) == 1:
+    return dict(host)
+  out = {k: host[k] for k in ("domain_reference_loss", "tokens_per_second")}
+  for setting, metrics in zip(settings, _per_proxy(host, settings)):
+    out.update({f"{setting.tag}/{k}": v for k, v in metrics.items() if k not in out})
+  return out
+
+
+def _trajectory_rows(step: int, host: Mapping[str, Any], settings, domains) -> list[str]:
+  """One JSON line per proxy: weights, their average, excess and collapse diagnostics."""
+  rows = []
+  for setting, m in zip(settings, _per_proxy(host, settings)):
+    row = {"step": step, "setting": setting.tag,
+           **{k: dict(zip(domains, np.asarray(m[k]).tolist())) for k in _PER_PROXY_WEIGHT_KEYS},
+           **{k: float(m[k]) for k in _DIAGNOSTICS if k != "min_weight_domain"},
+           "min_weight_domain": domains[int(m["min_weight_domain"])]}
+    rows.append(json.dumps(row) + "\n")
+  return rows
+
+
+def _proxy_results(state, settings, domains, doremi_cfg, model_dir, train_steps,
+                   reference_model_dir, mixture_or_task_name, export_name) -> list[dict[str, Any]]:
+  """Averaged weights of every proxy (exported), with a warning line for starved domains."""
+  ds = jax.device_get(state.domains)
+  average = np.asarray(ds.average).reshape(len(settings), len(domains))
+  final = np.asarray(ds.weights).reshape(len(settings), len(domains))
+  floor = 1.0 / (10 * len(domains))
+  out = []
+  for i, setting in enumerate(settings):
+    avg = dict(zip(domains, average[i].tolist()))
+    low = {d: w for d, w in avg.items() if w < floor}
+    if low:
+      listed = ", ".join(f"{d} {w:.4f}" for d, w in sorted(low.items(), key=lambda kv: kv[1]))
+      print(f"warning: proxy {setting.tag}: averaged weight below 1/(10k) = {floor:.4f} for "
+            f"{listed}: the weights collapsed; try a smaller step size or a larger batch",
+            file=sys.stderr, flush=True)
+    entry = {"setting": dataclasses.asdict(setting), "tag": setting.tag,
+             "average_domain_weights": avg,
+             "final_domain_weights": dict(zip(domains, final[i].tolist()))}
+    if jax.process_index() == 0:
+      name = export_name or re.sub(r"\W", "_", f"{mixture_or_task_name}_doremi")
+      if len(settings) > 1:
+        name = re.sub(r"\W", "_", f"{name}_{setting.tag}")
+      entry["export"] = export.export_from_proxy(
+          model_dir, avg, train_steps, setting, doremi_cfg.objective, reference_model_dir,
+          mixture_or_task_name, name=name)
+    out.append(entry)
+  return out
+
+
 @gin.configurable
 def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
           task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
@@ -100,9 +169,13 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
   optimizer = ts.make_optimizer(train_steps)
   num_domain_state = len(domains) if kind == "proxy" else None
   abstract, shardings = ts.state_shardings(lm, optimizer, mesh, seq_len, num_domain_state, rules)
+  single_abstract, single_shardings = abstract, shardings
   doremi_cfg = steps.DoremiConfig() if kind == "proxy" else None
+  settings = doremi_cfg.settings() if kind == "proxy" else []
+  if len(settings) > 1:
+    abstract, shardings = ts.stack_proxies(abstract, shardings, len(settings), mesh, rules)
   step_fn = steps.make_train_step(kind, lm, optimizer, mesh, shardings, len(domains),
-                                  doremi_cfg, rules)
+                                  doremi_cfg, rules, reference_shardings=single_shardings.params)
 
   ckpt = checkpoints.Checkpointer(model_dir)
   start = ckpt.latest_step() if resume else None
@@ -111,10 +184,12 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
   else:
     start = 0
     state = ts.init_state(lm, optimizer, mesh, seq_len, seed, num_domain_state, rules=rules,
-                          shardings=shardings)
+                          shardings=single_shardings)
+    if len(settings) > 1:  # every proxy of a sweep starts from the same init
+      state = ts.broadcast_state(state, len(settings), shardings)
   reference_params = None
   if kind == "proxy":
-    reference_params = checkpoints.restore_params(reference_model_dir, abstract.params)
+    reference_params = checkpoints.restore_params(reference_model_dir, single_abstract.params)
   if jax.process_index() == 0:
     gin_utils.write_operative_config(os.path.join(model_dir, "config.gin"))
 
@@ -139,18 +214,16 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
       done = step + 1
       if done % log_every == 0 or done == train_steps:
         host = _host_metrics(metrics)  # the only host sync, once per log interval
-        if not np.isfinite(host["loss"]):
+        if not np.all(np.isfinite(host["loss"])):
           raise errors.DoremiError(f"loss is nan or inf ({host['loss']}) at step {done}; the "
                                    "last checkpoint is kept; lower the learning rate")
         elapsed = time.time() - t0
         host["tokens_per_second"] = np.asarray((done - start) * tokens_per_step / elapsed)
-        writer.write(done, host)
+        writer.write(done, _writer_metrics(host, settings) if settings else host)
         if trajectory is not None:
-          trajectory.write(json.dumps({"step": done, **{
-              key: dict(zip(domains, host[key].tolist()))
-              for key in ("domain_weights", "average_domain_weights", "domain_excess")}}) + "\n")
+          trajectory.writelines(_trajectory_rows(done, host, settings, domains))
           trajectory.flush()
-        bar.set_postfix(loss=f"{float(host['loss']):.3f}",
+        bar.set_postfix(loss=f"{float(np.mean(host['loss'])):.3f}",
                         tok_s=f"{float(host['tokens_per_second']):.0f}")
         last = host
       bar.update(1)
@@ -168,22 +241,18 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
       "kind": kind, "steps": train_steps, "mixture_or_task_name": mixture_or_task_name,
       "domains": domains, "batch_size": batch_size, "sequence_length": seq_len,
       "seed": seed, "model": {"num_params": cfg.num_params(), **cfg.__dict__},
-      "final_loss": float(last["loss"]) if last else None,
+      "final_loss": np.asarray(last["loss"]).tolist() if last else None,
       "tokens_per_second": float(last["tokens_per_second"]) if last else None,
       "wall_seconds": time.time() - t0,
   }
   if kind == "proxy":
-    domains_state = jax.device_get(state.domains)
-    average = dict(zip(domains, np.asarray(domains_state.average).tolist()))
-    summary.update({
-        "average_domain_weights": average,
-        "final_domain_weights": dict(zip(domains, np.asarray(domains_state.weights).tolist())),
-        "reference_model_dir": os.path.abspath(reference_model_dir),
-        "doremi": dict(doremi_cfg.__dict__)})
-    if jax.process_index() == 0:
-      summary["export"] = export.export_from_proxy(model_dir, average, train_steps, doremi_cfg,
-                                                   reference_model_dir, mixture_or_task_name,
-                                                   name=export_name)
+    proxies = _proxy_results(state, settings, domains, doremi_cfg, model_dir, train_steps,
+                             reference_model_dir, mixture_or_task_name, export_name)
+    summary.update({"proxies": proxies, "doremi": dataclasses.asdict(doremi_cfg),
+                    "reference_model_dir": os.path.abspath(reference_model_dir)})
+    if len(proxies) == 1:  # a single proxy's results also sit at the top level
+      summary.update({k: v for k, v in proxies[0].items()
+                      if k in ("average_domain_weights", "final_domain_weights", "export")})
   if jax.process_index() == 0:
     with open(os.path.join(model_dir, SUMMARY_FILE), "w") as f:
       json.dump(summary, f, indent=2)

@@ -19,7 +19,7 @@ def _pipeline(experiment_dir: str, *extra: str) -> subprocess.CompletedProcess:
          "--gin.pipeline.reference_steps=20", "--gin.pipeline.proxy_steps=20",
          "--gin.pipeline.main_steps=10", "--gin.pipeline.rounds=2",
          "--gin.train.log_every=5", "--gin.train.progress=False",
-         "--gin.evaluate.max_batches_per_domain=2", *extra]
+         "--gin.evaluate.max_batches_per_domain=2", "--gin.pipeline.seeds=[0, 1]", *extra]
   return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
@@ -41,26 +41,39 @@ def test_pipeline_outputs(experiment):
   assert summary["rounds"][1]["reference_mixture"] == "synthetic_doremi_round1"
   for rnd in summary["rounds"]:
     assert abs(sum(rnd["average_domain_weights"].values()) - 1) < 1e-5
-  for label in ("baseline", "doremi"):
-    main = summary["main"][label]
-    assert set(main["log_perplexity"]) == set(summary["domains"])
-    assert main["worst_log_perplexity"] == max(main["log_perplexity"].values())
+  for split in ("validation", "test"):
+    assert sorted(summary["main"][split]) == ["doremi", "natural", "uniform"]
+    for arm, by_seed in summary["main"][split].items():
+      assert sorted(by_seed) == ["0", "1"]
+      for ev in by_seed.values():
+        assert ev["split"] == split and set(ev["bits_per_byte"]) == set(summary["domains"])
+        assert ev["worst_log_perplexity"] == max(ev["log_perplexity"].values())
+  test = summary["comparison"]["test"]
+  assert test["split"] == "test" and test["seeds"] == ["0", "1"]
+  doremi_vs = test["arms"]["doremi"]["paired_difference"]
+  assert set(doremi_vs) == {"natural", "uniform"}
+  # Paired: the mean of per-seed differences is the difference of the means.
+  natural = test["arms"]["natural"]["average_bits_per_byte"]["mean"]
+  ours = test["arms"]["doremi"]["average_bits_per_byte"]["mean"]
+  assert abs(doremi_vs["natural"]["average_bits_per_byte"]["mean"] - (ours - natural)) < 1e-9
+  assert summary["selected_arm"] == "doremi"
   for name in ("report.md", "domain_weights.png", "domain_weights_trajectory.png",
-               "log_perplexity.png", "export/synthetic_doremi.json",
+               "comparison.png", "export/synthetic_doremi.json",
                "export/synthetic_doremi.py", "export/synthetic_doremi.gin",
                "export/synthetic_doremi.doremi.json", "export/synthetic_doremi.maxtext.json"):
     assert os.path.exists(os.path.join(out, name)), name
-  assert "held-out log-ppl" in proc.stdout and "report:" in proc.stdout
-  assert os.listdir(os.path.join(out, "main_doremi", "tensorboard"))
+  assert "natural" in proc.stdout and "uniform" in proc.stdout and "report:" in proc.stdout
+  assert os.listdir(os.path.join(out, "main", "doremi", "seed_1", "tensorboard"))
 
 
 def test_rerun_reuses_finished_stages(experiment):
   out, _, first = experiment
-  mtime = os.path.getmtime(os.path.join(out, "main_doremi", "train_summary.json"))
+  mtime = os.path.getmtime(os.path.join(out, "main", "doremi", "seed_0", "train_summary.json"))
   start = time.time()
   proc = _pipeline(out)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert os.path.getmtime(os.path.join(out, "main_doremi", "train_summary.json")) == mtime
+  assert os.path.getmtime(
+      os.path.join(out, "main", "doremi", "seed_0", "train_summary.json")) == mtime
   assert time.time() - start < first
 
 
