@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean-venv
+.PHONY: demo study test test-all bench clean-venv
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ DEMO_GIN ?= experiments/demo.gin
 demo: $(STAMP)
 	$(PY) -m doremi_jax.pipeline --gin_file=$(DEMO_GIN)
 
+# The η x estimator study behind the demo's defaults (~1 hour on a 2-core CPU; finished
+# stages are reused when it is run again).
+study: $(STAMP)
+	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study.gin
+
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
@@ -26,6 +31,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/sweep.py
 
 clean-venv:
 	rm -rf $(VENV)

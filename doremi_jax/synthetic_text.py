@@ -10,7 +10,7 @@ real path: corpus dir -> SentencePiece tokenizer -> SeqIO Tasks (``tasks.synthet
   * ``grammar``    - sentences of a small probabilistic grammar over ~330 made-up words
     (number agreement, verbs selecting their objects, nouns their adjectives, a tense
     and a cast per document): learnable, a tiny model keeps improving for long.
-  * ``arithmetic`` - worksheets of ``37 + 45 = 82`` lines: learnable, numeric structure.
+  * ``arithmetic`` - worksheets of whole times/plus tables in order: learnable by memorising.
 
 DoReMi should give ``random`` and ``constant`` low weight (no excess loss to chase) and
 ``grammar`` and ``arithmetic`` high weight. The learnable domains are also the larger
@@ -183,26 +183,20 @@ def _constant_doc(d: _Draws, length: int) -> str:
   return _lines_doc(lambda: _CONSTANT.format(d.between(0, 99) if d.coin(1 / 50) else 12), length)
 
 
-_OPERATIONS = {"addition": "+", "subtraction": "-", "multiplication": "*"}
-
-
-def _equation(d: _Draws, op: str) -> str:
-  if op == "*":
-    a, b = d.between(0, 12), d.between(0, 12)
-    return f"{a} * {b} = {a * b}"
+def _table(d: _Draws) -> str:
+  """A whole times or plus table in order (``7 * 1 = 7`` ... ``7 * 12 = 84``): each line
+  follows from the one before, so the domain is learnable, but only by memorising facts."""
+  if d.coin(0.5):
+    a = d.between(1, 12)
+    rows = [f"{a} * {b} = {a * b}" for b in range(1, 13)]
+    return "\n".join([f"the {a} times table"] + rows)
   a = d.between(0, 99)
-  if op == "-":
-    b = d.between(0, a)
-    return f"{a} - {b} = {a - b}"
-  b = d.between(0, 99)
-  return f"{a} + {b} = {a + b}"
+  rows = [f"{a} + {b} = {a + b}" for b in range(1, 13)]
+  return "\n".join([f"adding to {a}"] + rows)
 
 
 def _arithmetic_doc(d: _Draws, length: int) -> str:
-  name = d.pick(list(_OPERATIONS))
-  ops = list(_OPERATIONS.values())
-  line = lambda: _equation(d, _OPERATIONS[name] if d.coin(0.8) else d.pick(ops))
-  return _lines_doc(line, length, [f"worksheet {d.between(1, 99)}: {name}"])
+  return _lines_doc(lambda: _table(d), length, [f"worksheet {d.between(1, 99)}"])
 
 
 _MAKERS = {"random": _random_doc, "constant": _constant_doc, "arithmetic": _arithmetic_doc}
