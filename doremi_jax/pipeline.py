@@ -97,27 +97,42 @@ def _check_experiment_dir(experiment_dir: str, fingerprint: dict[str, Any], over
     json.dump(fingerprint, f, indent=2)
 
 
-def _arm_modules(experiment_dir: str, extra_arms: Mapping[str, str], domains: Sequence[str]
-                 ) -> dict[str, tuple[str, list[str]]]:
-  """User-named arms: a registered mixture name, or a weights JSON (ours or the reference
-  implementation's) exported as a mixture module under ``<experiment>/arms/``."""
-  out: dict[str, tuple[str, list[str]]] = {}
+def _load_arms(extra_arms: Mapping[str, str], domains: Sequence[str]
+               ) -> dict[str, tuple[str, dict[str, float] | None, dict[str, Any]]]:
+  """User-named arms, checked before anything is written: a registered mixture name, or a
+  weights JSON (ours or the reference implementation's) naming exactly the experiment's
+  domains. Returns {arm: (mixture name or JSON path, weights or None, metadata)}."""
+  out = {}
   for arm, spec in extra_arms.items():
-    if not spec.endswith(".json"):
+    if arm in ("natural", "uniform") or arm.startswith("doremi"):
+      raise errors.DoremiError(f"arm name {arm!r} is taken by a built-in arm; rename it")
+    if not str(spec).endswith(".json"):
       rates = tasks_lib.mixture_rates(spec)
       if sorted(rates) != sorted(domains):
         raise errors.DoremiError(f"arm {arm!r}: mixture {spec!r} has domains {sorted(rates)}, "
                                  f"not the experiment's {sorted(domains)}")
-      out[arm] = (spec, [])
+      out[arm] = (spec, None, {})
       continue
     weights, metadata = export.load_weights(spec)
     unknown, missing = sorted(set(weights) - set(domains)), sorted(set(domains) - set(weights))
     if unknown or missing:
       raise errors.DoremiError(f"arm {arm!r}: {spec} names unknown domains {unknown} and lacks "
                                f"{missing}; it must name exactly the experiment's tasks")
+    out[arm] = (os.path.abspath(spec), weights, metadata)
+  return out
+
+
+def _arm_modules(experiment_dir: str, arms) -> dict[str, tuple[str, list[str]]]:
+  """(mixture name, modules to import) per user arm; weights files become mixture modules
+  under ``<experiment>/arms/`` so every main run's config.gin can re-register them."""
+  out = {}
+  for arm, (spec, weights, metadata) in arms.items():
+    if weights is None:
+      out[arm] = (spec, [])
+      continue
     name = re.sub(r"\W", "_", f"arm_{arm}")
     paths = export.write_exports(os.path.join(experiment_dir, "arms"), name, weights,
-                                 {**metadata, "source": os.path.abspath(spec)}, overwrite=True)
+                                 {**metadata, "source": spec}, overwrite=True)
     out[arm] = (name, [paths["module"]])
   return out
 
@@ -164,15 +179,16 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
                              "one round; set pipeline.rounds = 1 or give one setting")
   if not seeds or len(set(seeds)) != len(seeds):
     raise errors.DoremiError(f"pipeline.seeds must be distinct integers, got {list(seeds)}")
-  config_text = gin.config_str()
-  fingerprint = {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
-                 "gin_files": stages.gin_files, "bindings": stages.bindings}
-  _check_experiment_dir(experiment_dir, fingerprint, overwrite)
   baseline_rates = tasks_lib.mixture_rates(baseline_mixture)
   domains = tasks_lib.domain_names(uniform_mixture)
   if sorted(baseline_rates) != sorted(domains):
     raise errors.DoremiError(f"{baseline_mixture!r} and {uniform_mixture!r} have different domains")
-  extra = _arm_modules(experiment_dir, dict(extra_arms or {}), domains)
+  user_arms = _load_arms(dict(extra_arms or {}), domains)
+  config_text = gin.config_str()
+  fingerprint = {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+                 "gin_files": stages.gin_files, "bindings": stages.bindings}
+  _check_experiment_dir(experiment_dir, fingerprint, overwrite)
+  extra = _arm_modules(experiment_dir, user_arms)
 
   rounds_out: list[dict[str, Any]] = []
   reference_mixture, reference_modules = baseline_mixture, []

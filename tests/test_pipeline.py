@@ -23,11 +23,21 @@ def _pipeline(experiment_dir: str, *extra: str) -> subprocess.CompletedProcess:
   return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
+def _published_weights(path) -> str:
+  """A user arm in the reference implementation's format (train/eval weights)."""
+  weights = {"synthetic_markov1": 0.4, "synthetic_markov2": 0.4, "synthetic_noise": 0.1,
+             "synthetic_repeat": 0.1}
+  path.write_text(json.dumps({"train_domain_weights": weights, "eval_domain_weights": weights}))
+  return str(path)
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("pipeline") / "exp")
+  root = tmp_path_factory.mktemp("pipeline")
+  out = str(root / "exp")
+  arms = {"published": _published_weights(root / "published.json")}
   start = time.time()
-  proc = _pipeline(out)
+  proc = _pipeline(out, f"--gin.pipeline.extra_arms={arms!r}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   return out, proc, time.time() - start
 
@@ -42,7 +52,7 @@ def test_pipeline_outputs(experiment):
   for rnd in summary["rounds"]:
     assert abs(sum(rnd["average_domain_weights"].values()) - 1) < 1e-5
   for split in ("validation", "test"):
-    assert sorted(summary["main"][split]) == ["doremi", "natural", "uniform"]
+    assert sorted(summary["main"][split]) == ["doremi", "natural", "published", "uniform"]
     for arm, by_seed in summary["main"][split].items():
       assert sorted(by_seed) == ["0", "1"]
       for ev in by_seed.values():
@@ -70,11 +80,23 @@ def test_rerun_reuses_finished_stages(experiment):
   out, _, first = experiment
   mtime = os.path.getmtime(os.path.join(out, "main", "doremi", "seed_0", "train_summary.json"))
   start = time.time()
-  proc = _pipeline(out)
+  arms = {"published": os.path.join(os.path.dirname(out), "published.json")}
+  proc = _pipeline(out, f"--gin.pipeline.extra_arms={arms!r}")
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert os.path.getmtime(
       os.path.join(out, "main", "doremi", "seed_0", "train_summary.json")) == mtime
   assert time.time() - start < first
+
+
+def test_bad_user_arm_is_one_line_and_writes_nothing(tmp_path):
+  bad = tmp_path / "bad.json"
+  bad.write_text(json.dumps({"domain_weights": {"synthetic_noise": 0.5, "Pile-CC": 0.5}}))
+  out = tmp_path / "exp"
+  proc = _pipeline(str(out), f"--gin.pipeline.extra_arms={{'mine': '{bad}'}}")
+  assert proc.returncode == 2
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error:") and "unknown domains ['Pile-CC']" in last, last
+  assert not out.exists()
 
 
 def test_changed_config_refuses_existing_dir(experiment):
