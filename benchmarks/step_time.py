@@ -25,9 +25,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from doremi_jax import model as model_lib  # noqa: E402
-from doremi_jax import partitioning, steps  # noqa: E402
-from doremi_jax import train_state as ts  # noqa: E402
+from doremi_jax.core import model as model_lib  # noqa: E402
+from doremi_jax.core import partitioning, steps  # noqa: E402
+from doremi_jax.core import train_state as ts  # noqa: E402
 
 NUM_DOMAINS = 4
 # Seconds per step, from the project brief (levanter / nanodo on this 2-core CPU machine).

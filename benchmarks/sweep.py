@@ -31,9 +31,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from doremi_jax import model as model_lib  # noqa: E402
-from doremi_jax import partitioning, steps  # noqa: E402
-from doremi_jax import train_state as ts  # noqa: E402
+from doremi_jax.core import model as model_lib  # noqa: E402
+from doremi_jax.core import partitioning, steps  # noqa: E402
+from doremi_jax.core import train_state as ts  # noqa: E402
 
 NUM_DOMAINS = 8
 NUM_BATCHES = 4  # distinct batches, cycled: enough that no call sees the previous one's input

@@ -11,7 +11,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 from doremi_jax import errors
-from doremi_jax.train_state import TrainState
+from doremi_jax.core.train_state import TrainState
 
 CHECKPOINT_SUBDIR = "checkpoints"
 

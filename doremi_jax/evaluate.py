@@ -26,11 +26,11 @@ import gin
 import jax
 import numpy as np
 
-from doremi_jax import (checkpoints, data, distributed, errors, gin_utils, partitioning, steps,
-                        tokenizer)
-from doremi_jax import model as model_lib
+from doremi_jax import checkpoints, data, distributed, errors, gin_utils, tokenizer
+from doremi_jax.core import partitioning, steps
+from doremi_jax.core import model as model_lib
 from doremi_jax import train as train_lib
-from doremi_jax import train_state as ts
+from doremi_jax.core import train_state as ts
 
 EVAL_FILE = "eval_{split}.json"
 

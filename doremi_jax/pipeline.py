@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence
 import gin
 import numpy as np
 
-from doremi_jax import (comparison, distributed, doremi, errors, evaluate, export, gin_utils,
-                        report, steps, tasks_lib, tokenizer_info)
+from doremi_jax import (comparison, distributed, errors, evaluate, export, gin_utils, report, tasks_lib, tokenizer_info)
+from doremi_jax.core import doremi, steps
 from doremi_jax import train as train_lib
 
 PIPELINE_FILE = "pipeline.json"

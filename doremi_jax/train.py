@@ -27,10 +27,10 @@ import gin
 import jax
 import numpy as np
 
-from doremi_jax import (checkpoints, data, distributed, errors, export, gin_utils,
-                        metrics_writer, partitioning, steps)
-from doremi_jax import model as model_lib
-from doremi_jax import train_state as ts
+from doremi_jax import checkpoints, data, distributed, errors, export, gin_utils, metrics_writer
+from doremi_jax.core import partitioning, steps
+from doremi_jax.core import model as model_lib
+from doremi_jax.core import train_state as ts
 
 SUMMARY_FILE = "train_summary.json"
 WEIGHTS_TRAJECTORY_FILE = "domain_weights.jsonl"

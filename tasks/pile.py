@@ -22,8 +22,7 @@ from typing import Iterator, Sequence
 import seqio
 import tensorflow as tf
 
-from doremi_jax import (corpus_build, corpus_reader, corpus_stats, errors, gin_utils, tasks_lib,
-                        tokenizer)
+from doremi_jax import (corpus_build, corpus_reader, corpus_stats, errors, gin_utils, tasks_lib, tokenizer)
 from tasks import corpus
 
 PREFIX = "pile"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from doremi_jax import model as model_lib
-from doremi_jax import partitioning, steps
-from doremi_jax import train_state as ts
+from doremi_jax.core import model as model_lib
+from doremi_jax.core import partitioning, steps
+from doremi_jax.core import train_state as ts
 
 VOCAB = 256
 BATCH = 16

@@ -8,7 +8,8 @@ import pytest
 import seqio
 
 import step_fixtures as fx
-from doremi_jax import partitioning, steps, tokenizer
+from doremi_jax.core import partitioning, steps
+from doremi_jax import tokenizer
 
 TEXT = "Hello world, this is a tiny known text.\nIt has two lines; a tab\tand 42 digits."
 

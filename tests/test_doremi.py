@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from hypothesis import given, settings, strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from doremi_jax import doremi  # noqa: E402
+from doremi_jax.core import doremi  # noqa: E402
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 PROP_TOL = dict(rtol=1e-5, atol=1e-6)  # float32 exp/log over random inputs

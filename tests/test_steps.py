@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import step_fixtures as fx
-from doremi_jax import doremi, partitioning, steps
+from doremi_jax.core import doremi, partitioning, steps
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 PARAM_TOL = dict(rtol=1e-4, atol=1e-5)
@@ -190,7 +190,7 @@ def test_chunked_reference_losses_match_unchunked():
   """The proxy's reference pass and eval use chunked logits; they must equal the plain path."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from doremi_jax import model as model_lib, steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from doremi_jax.core import model as model_lib, steps as steps_lib  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   for tied in (True, False):
     cfg = model_lib.TransformerConfig(vocab_size=256, tied_embeddings=tied, zero_init_logits=False,

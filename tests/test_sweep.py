@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import step_fixtures as fx
-from doremi_jax import steps
-from doremi_jax import train_state as ts
+from doremi_jax.core import steps
+from doremi_jax.core import train_state as ts
 
 TOL = dict(rtol=2e-5, atol=2e-6)
 

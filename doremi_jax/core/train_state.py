@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from doremi_jax import partitioning
+from doremi_jax.core import partitioning
 
 
 @flax.struct.dataclass

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from doremi_jax import doremi, partitioning
-from doremi_jax.train_state import TrainState
+from doremi_jax.core import doremi, partitioning
+from doremi_jax.core.train_state import TrainState
 
 Batch = dict[str, jax.Array]
 BATCH_LOGICAL_AXES = {
