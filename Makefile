@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo study test test-all bench clean-venv
+.PHONY: demo study test test-all lint bench clean-venv
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# ruff (pinned in requirements.lock), configured in ruff.toml.
+RUFF ?= $(VENV)/bin/ruff
+
+lint: $(STAMP)
+	$(RUFF) check .
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py

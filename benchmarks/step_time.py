@@ -133,7 +133,8 @@ def main(argv=None) -> int:
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--seq", type=int, default=128)
   parser.add_argument("--untied", action="store_true",
-                      help="untied output layer (as gin/models/tiny.gin); default tied, as the peers")
+                      help="untied output layer (as gin/models/tiny.gin); default tied, as the "
+                      "peers")
   parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
   args = parser.parse_args(argv)
   if args.steps < 10:

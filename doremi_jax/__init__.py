@@ -1,7 +1,9 @@
 """doremi-jax: DoReMi (Domain Reweighting with Minimax Optimization) in JAX."""
+import importlib.util as _importlib_util
 import logging as _logging
 import os as _os
 import sys as _sys
+from pathlib import Path as _Path
 
 # TensorFlow (used by SeqIO for data only) and XLA are chatty on stderr; keep errors only.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -9,6 +11,27 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 _logging.getLogger("absl").setLevel(_logging.ERROR)
 
 __version__ = "0.1.0"
+
+# The repo keeps domain registrations in ``tasks/`` and configs in ``gin/``; a wheel installs
+# them as ``doremi_jax/tasks`` and ``doremi_jax/gin``. Run from a checkout (not installed),
+# ``doremi_jax.tasks`` is the repo's ``tasks/`` folder, set up here, once.
+CHECKOUT_ROOT = _Path(__file__).resolve().parent.parent
+
+
+def _link_checkout_tasks() -> None:
+  if "doremi_jax.tasks" in _sys.modules or _os.path.isdir(_os.path.join(__path__[0], "tasks")):
+    return
+  init = CHECKOUT_ROOT / "tasks" / "__init__.py"
+  if not init.is_file():
+    return
+  spec = _importlib_util.spec_from_file_location(
+      "doremi_jax.tasks", init, submodule_search_locations=[str(init.parent)])
+  module = _importlib_util.module_from_spec(spec)
+  _sys.modules["doremi_jax.tasks"] = module
+  spec.loader.exec_module(module)
+
+
+_link_checkout_tasks()
 
 
 def import_tensorflow_quietly() -> None:

@@ -12,37 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
-from doremi_jax import corpus_build, corpus_reader, errors, tokenizer  # noqa: E402
-
-DEFAULT_CAP_BYTES = 2_000_000
-
-
-def cache_root() -> Path:
-  """``$DOREMI_CACHE`` or ``~/.cache/doremi_jax``: where generated corpora are kept."""
-  return Path(os.environ.get("DOREMI_CACHE") or "~/.cache/doremi_jax").expanduser()
-
-
-def embedded_corpus_dir() -> str:
-  """Where the embedded corpus is built by default."""
-  return str(cache_root() / "embedded_corpus")
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-  """Plain aligned text: first column left-aligned, the others right-aligned."""
-  cells = [list(map(str, header))] + [[f"{c:,}" if isinstance(c, int) else str(c) for c in r]
-                                      for r in rows]
-  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-  lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                     enumerate(zip(r, widths))).rstrip() for r in cells]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  return "\n".join(lines)
+from doremi_jax import errors, tables  # noqa: E402
+from doremi_jax.data import corpus_build, corpus_reader, corpus_sources, tokenizer  # noqa: E402
+from doremi_jax.data.corpus_build import DEFAULT_CAP_BYTES, embedded_corpus_dir  # noqa: E402
 
 
 def build(out: str | None, cap_bytes: int, domains: str | None, cache_dir: str | None) -> None:
@@ -54,7 +31,7 @@ def build(out: str | None, cap_bytes: int, domains: str | None, cache_dir: str |
           for name, d in manifest["domains"].items()]
   rows.append(["total", sum(r[1] for r in rows), sum(r[2] for r in rows),
                sum(r[3] for r in rows), ""])
-  print(format_table(["domain", "documents", "characters", "bytes", "source"], rows))
+  print(tables.text(["domain", "documents", "characters", "bytes", "source"], rows))
   for name, why in manifest.get("skipped", {}).items():
     print(f"skipped {name}: {why}")
   print(f"{out} (cap {cap_bytes:,} bytes per domain) ready in {time.perf_counter() - start:.1f}s")
@@ -73,7 +50,9 @@ def stats(corpus_dir: str, vocab: str | int, tokenizer_path: str | None,
           validation_fraction: float, domains: str | None, sample_chars: int) -> None:
   found = corpus_reader.select(corpus_reader.discover(corpus_dir),
                                [d for d in (domains or "").split(",") if d])
-  from doremi_jax import corpus_stats  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  # Imported here: they load TensorFlow (seconds), which argument errors should not wait for.
+  from doremi_jax import mixtures
+  from doremi_jax.data import corpus_stats
   t0 = time.perf_counter()
   fps = corpus_reader.corpus_fingerprints(found, corpus_dir)
   if tokenizer_path:
@@ -87,7 +66,8 @@ def stats(corpus_dir: str, vocab: str | int, tokenizer_path: str | None,
     tokenizer.check_vocab_matches(vocab, seq_vocab, what="--vocab", exact=True)
   t1 = time.perf_counter()
   table = corpus_stats.domain_stats(found, fps, seq_vocab, validation_fraction, tok_dir)
-  rates = corpus_stats.token_rates(table, what=f"{corpus_dir} baseline")
+  rates = mixtures.normalise(corpus_stats.token_counts(table),
+                             what=f"{corpus_dir} baseline (token counts of the train split)")
   t2 = time.perf_counter()
   keys = [("documents", "docs"), ("characters", "chars"), ("tokens", "tokens")]
   header = ["domain"] + [f"{short} {s[:5]}" for _, short in keys for s in corpus_reader.SPLITS]
@@ -96,7 +76,7 @@ def stats(corpus_dir: str, vocab: str | int, tokenizer_path: str | None,
           + [f"{rates[name]:.4f}"] for name, st in table.items()]
   rows.append(["total"] + [sum(r[i] for r in rows) for i in range(1, len(header) - 1)]
               + ["1.0000"])
-  print(format_table(header, rows))
+  print(tables.text(header, rows))
   model = getattr(seq_vocab, "sentencepiece_model_file", None)
   print(f"tokenizer: {model or type(seq_vocab).__name__} ({seq_vocab.vocab_size} tokens, "
         f"{t1 - t0:.1f}s); counts {t2 - t1:.1f}s; validation fraction {validation_fraction}")
@@ -111,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   b.add_argument("--out", help=f"output dir (default {embedded_corpus_dir()})")
   b.add_argument("--cap-bytes", type=int, default=DEFAULT_CAP_BYTES,
                  help="UTF-8 bytes of text per domain")
-  b.add_argument("--domains", help=f"comma-separated subset of {sorted(corpus_build.DOMAINS)}")
+  b.add_argument("--domains", help=f"comma-separated subset of {sorted(corpus_sources.DOMAINS)}")
   b.add_argument("--cache-dir", help="where downloaded packages are kept")
   s = sub.add_parser("stats", help="documents, characters and tokens per domain and split")
   s.add_argument("corpus_dir")

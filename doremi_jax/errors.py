@@ -33,20 +33,10 @@ def require_task(name: str) -> seqio.Task:
 
 def _one_line(exc: BaseException) -> str:
   # gin appends "In call to configurable ..." lines to errors raised inside configurables.
-  lines = [ln for ln in str(exc).splitlines() if not ln.strip().startswith("In call to configurable")]
+  lines = [ln for ln in str(exc).splitlines()
+           if not ln.strip().startswith("In call to configurable")]
   text = " ".join(" ".join(lines).split())
   return text if len(text) < 400 else text[:397] + "..."
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-  """Exception types reported as one line (gin parse/binding errors included)."""
-  types: list[type[BaseException]] = [DoremiError, FileNotFoundError]
-  try:
-    from doremi_jax.corpus_build import CorpusBuildError  # pylint: disable=g-import-not-at-top
-    types.append(CorpusBuildError)
-  except ImportError:
-    pass
-  return tuple(types)
 
 
 def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
@@ -56,7 +46,7 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | N
   def wrapper(*args, **kwargs):
     try:
       return main(*args, **kwargs)
-    except user_errors() as exc:  # pylint: disable=catching-non-exception
+    except (DoremiError, FileNotFoundError) as exc:
       print(f"error: {_one_line(exc)}", file=sys.stderr)
       sys.exit(2)
     except KeyboardInterrupt:

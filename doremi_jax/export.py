@@ -1,159 +1,32 @@
-"""Exports DoReMi weights: JSON, a registrable SeqIO mixture module, gin, and peer formats.
+"""Write every export format of a mixture from its weights JSON (``doremi-export``).
 
-Everything is written from one weights JSON, so every format agrees:
-  * ``<name>.json``          weights + metadata (steps, eta, smoothing, reference, tokenizer)
-  * ``<name>.py``            ``import``-ing it registers SeqIO Mixture ``<name>``
-  * ``<name>.gin``           binds ``MIXTURE_OR_TASK_NAME`` and imports the module
-  * ``<name>.doremi.json``   the reference implementation's train/eval weights format
-  * ``<name>.maxtext.json``  MaxText grain mixture ``{domain: {"path", "weight"}}``
+    python -m doremi_jax.export runs/x/proxy/export/synthetic_uniform_doremi.json [--out DIR]
+
+The weights JSON (a proxy run's, or one written by the pipeline) carries its domains'
+registration specs, so this works in a fresh process; data paths are resolved under
+``$DOREMI_DATA_ROOT`` (default: the cache root).
 """
 from __future__ import annotations
 
-import datetime
-import importlib.util
-import json
-import math
-import os
-import re
-import sys
-from typing import Any, Mapping
+import argparse
+from typing import Sequence
 
-import seqio
-
-from doremi_jax import errors, tasks_lib, tokenizer_info
-
-EXPORT_SUBDIR = "export"
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from doremi_jax import errors, mixture_files
 
 
-def check_weights(weights: Mapping[str, float], what: str = "domain weights",
-                  tolerance: float = 1e-3) -> dict[str, float]:
-  """Weights must be finite, non-negative and sum to 1 (one-line error otherwise)."""
-  weights = {k: float(v) for k, v in weights.items()}
-  if not weights:
-    raise errors.DoremiError(f"{what}: no domains")
-  bad = {k: v for k, v in weights.items() if not math.isfinite(v) or v < 0}
-  if bad:
-    raise errors.DoremiError(f"{what}: weights must be finite and >= 0, got {bad}")
-  total = sum(weights.values())
-  if abs(total - 1.0) > tolerance:
-    raise errors.DoremiError(f"{what}: weights sum to {total:.6f}, not 1")
-  return weights
-
-
-def normalise(weights: Mapping[str, float], domains=None) -> dict[str, float]:
-  """Weights divided by their sum (float32 averages drift off 1), in ``domains`` order."""
-  domains = list(weights) if domains is None else list(domains)
-  total = sum(float(weights[d]) for d in domains)
-  return {d: float(weights[d]) / total for d in domains}
-
-
-def _module_source(name: str, weights: Mapping[str, float], registration: list[str],
-                   tokenizer: Mapping[str, Any] | None) -> str:
-  lines = [f'"""SeqIO Mixture {name!r}: DoReMi domain weights exported by doremi-jax.',
-           "", "Importing this module registers the mixture (and its domain Tasks):",
-           f"    seqio.get_mixture_or_task({name!r}).get_dataset(...)", '"""',
-           "import seqio", ""]
-  lines += registration
-  lines += ["", f"MIXTURE_NAME = {name!r}", "DOMAIN_WEIGHTS = {"]
-  lines += [f"    {k!r}: {v!r}," for k, v in weights.items()]
-  lines += ["}", "",
-            "if MIXTURE_NAME in seqio.MixtureRegistry.names():",
-            "  seqio.MixtureRegistry.remove(MIXTURE_NAME)",
-            "seqio.MixtureRegistry.add(MIXTURE_NAME, list(DOMAIN_WEIGHTS.items()))", ""]
-  if tokenizer:
-    lines += ["# DoReMi weights are tokenizer-specific: refuse a mixture whose tasks changed tokenizer.",
-              f"TOKENIZER = {dict(tokenizer)!r}",
-              "from doremi_jax import tokenizer_info  # noqa: E402",
-              "tokenizer_info.check_same_tokenizer(TOKENIZER, MIXTURE_NAME)", ""]
-  return "\n".join(lines)
-
-
-def _domain_path(task_name: str) -> str:
-  """A data path for formats that want files (MaxText); ``seqio:<task>`` when none."""
-  task = seqio.TaskRegistry.get(task_name)
-  pattern = getattr(task.source, "_split_to_filepattern", None)
-  if isinstance(pattern, Mapping) and "train" in pattern:
-    return str(pattern["train"])
-  return f"seqio:{task_name}"
-
-
-def write_exports(out_dir: str, name: str, weights: Mapping[str, float],
-                  metadata: Mapping[str, Any], overwrite: bool = False) -> dict[str, str]:
-  """Writes all formats; refuses to overwrite an existing export unless told to."""
-  if not _NAME_RE.match(name):
-    raise errors.DoremiError(f"export name {name!r} must be a Python identifier")
-  weights = check_weights(weights)
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {fmt: os.path.join(out_dir, name + ext) for fmt, ext in (
-      ("json", ".json"), ("module", ".py"), ("gin", ".gin"),
-      ("doremi", ".doremi.json"), ("maxtext", ".maxtext.json"))}
-  if not overwrite and any(os.path.exists(p) for p in paths.values()):
-    raise errors.DoremiError(f"export {name!r} already exists in {out_dir!r}")
-  registration = tasks_lib.registration_statements(weights)
-  uniform = {k: 1.0 / len(weights) for k in weights}
-  payload = {"name": name, "domain_weights": weights, "metadata": dict(metadata)}
-  files = {
-      "json": json.dumps(payload, indent=2) + "\n",
-      "module": _module_source(name, weights, registration, metadata.get("tokenizer")),
-      "gin": (f"# DoReMi mixture {name!r} (generated by doremi-jax)\n"
-              f"import_task_modules.modules = [{paths['module']!r}]\n"
-              f"MIXTURE_OR_TASK_NAME = {name!r}\n"),
-      "doremi": json.dumps({"train_domain_weights": weights,
-                            "eval_domain_weights": uniform}, indent=2) + "\n",
-      "maxtext": json.dumps({k: {"path": _domain_path(k), "weight": v}
-                             for k, v in weights.items()}, indent=2) + "\n",
-  }
-  for fmt, text in files.items():
-    tmp = paths[fmt] + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, paths[fmt])
+@errors.exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> dict[str, str]:
+  parser = argparse.ArgumentParser(prog="python -m doremi_jax.export",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("weights_json", help="a weights JSON with metadata (domain_specs)")
+  parser.add_argument("--out", help="output dir (default: the JSON's own dir)")
+  parser.add_argument("--name", help="mixture name (default: the JSON's name)")
+  args = parser.parse_args(argv)
+  paths = mixture_files.write_formats(args.weights_json, args.out, args.name)
+  for fmt, path in paths.items():
+    print(f"{fmt:8s} {path}")
   return paths
 
 
-def export_from_proxy(model_dir: str, average: Mapping[str, float], steps: int, setting,
-                      objective: str, reference_model_dir: str, mixture_or_task_name: str,
-                      name: str | None = None) -> dict[str, str]:
-  """The end of a proxy run: averaged weights -> all export formats under MODEL_DIR/export."""
-  name = name or re.sub(r"\W", "_", f"{mixture_or_task_name}_doremi")
-  weights = normalise(average)
-  metadata = {
-      "method": "DoReMi (Xie et al. 2023), average of domain weights over all proxy steps",
-      "steps": steps, "step_size": setting.step_size, "smoothing": setting.smoothing,
-      "estimator": setting.estimator, "objective": objective,
-      "proxy_mixture": mixture_or_task_name,
-      "proxy_run": os.path.abspath(model_dir),
-      "reference_run": os.path.abspath(reference_model_dir),
-      "tokenizer": tokenizer_info.describe(mixture_or_task_name),
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-  }
-  return write_exports(os.path.join(model_dir, EXPORT_SUBDIR), name, weights, metadata,
-                       overwrite=True)
-
-
-def load_weights(path: str) -> tuple[dict[str, float], dict[str, Any]]:
-  """Reads a weights JSON (ours, or the reference implementation's) and validates it."""
-  if not os.path.exists(path):
-    raise errors.DoremiError(f"weights file {path!r} not found")
-  try:
-    with open(path) as f:
-      payload = json.load(f)
-  except json.JSONDecodeError as exc:
-    raise errors.DoremiError(f"weights file {path!r} is not valid JSON: {exc}") from None
-  weights = payload.get("domain_weights", payload.get("train_domain_weights"))
-  if not isinstance(weights, dict):
-    raise errors.DoremiError(f"weights file {path!r} has no 'domain_weights' mapping")
-  return check_weights(weights, what=path), dict(payload.get("metadata", {}))
-
-
-def load_module(path: str):
-  """Imports an exported mixture module from its file path (registers the mixture)."""
-  if not os.path.exists(path):
-    raise errors.DoremiError(f"mixture module {path!r} not found")
-  mod_name = "doremi_export_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-  spec = importlib.util.spec_from_file_location(mod_name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[mod_name] = module
-  spec.loader.exec_module(module)
-  return module
+if __name__ == "__main__":
+  main()

@@ -1,10 +1,10 @@
 """Any corpus directory as DoReMi domains: one SeqIO Task per domain plus two Mixtures.
 
     register_corpus("/data/my_corpus", prefix="mine")
-    # -> tasks mine_<domain> (train/validation), mixtures mine_baseline, mine_uniform
+    # -> tasks mine_<domain> (train/validation/test), mixtures mine_baseline, mine_uniform
 
-Layouts (see ``doremi_jax.corpus_reader``): ``DIR/<domain>.jsonl[.gz|.zst]`` files with
-a ``text`` field, or ``DIR/<domain>/`` folders of ``.jsonl``/``.txt`` files. Documents
+Layouts (see ``doremi_jax.data.corpus_reader``): ``DIR/<domain>.jsonl[.gz|.zst]`` files
+with a ``text`` field, or ``DIR/<domain>/`` folders of ``.jsonl``/``.txt`` files. Documents
 are split per document (hash of the text, ``validation_fraction``), tokenized with a
 SentencePiece model trained on the train split (or bytes), EOS-joined and packed within
 their domain. The baseline mixture's rates are the domains' train token counts.
@@ -12,30 +12,31 @@ their domain. The baseline mixture's rates are the domains' train token counts.
 Documents are streamed from the files by a ``seqio.FunctionDataSource`` on every pass:
 fine for corpora of tens to hundreds of MB; cache the Tasks (``seqio`` cache) for more.
 
-With gin (``gin/experiments/corpus.gin``), importing this module registers the corpus
-named by ``CORPUS_DIR`` (plus ``CORPUS_PREFIX``, ``VOCABULARY``, ``TOKENIZER_VOCAB_SIZE``,
-``VALIDATION_FRACTION``, ``TOKENIZER_SAMPLE_CHARS``; ``VOCAB_SIZE`` is checked
-against the tokenizer).
+Registrars are gin configurables with explicit arguments; importing this module
+registers nothing. ``gin/experiments/corpus.gin`` binds ``register_corpus`` from macros
+(``CORPUS_DIR``, ``CORPUS_PREFIX``, ``VOCABULARY``, ``TOKENIZER_VOCAB_SIZE``, ...) and
+lists it in ``register_tasks.registrars``.
 """
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping
 
 import seqio
 import tensorflow as tf
 
-from doremi_jax import corpus_reader, corpus_stats, errors, gin_utils, tasks_lib, tokenizer
+import gin
+from doremi_jax import errors, mixtures
+from doremi_jax.data import corpus_reader, corpus_stats, domains, tokenizer
+
+TOKENIZER_ARGS = ("vocabulary", "vocab_size", "validation_fraction", "sample_chars")
 
 
-def _dataset_fn(files: Sequence[Path], validation_fraction: float):
+def text_dataset_fn(documents: Callable[[str], Iterator[str]]):
+  """A ``seqio.FunctionDataSource`` function over ``documents(split)``, re-read every pass."""
   def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    def gen() -> Iterator[str]:
-      yield from corpus_reader.iter_split(files, split, validation_fraction)
-
-    ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec([], tf.string))
+    ds = tf.data.Dataset.from_generator(lambda: documents(split),
+                                        output_signature=tf.TensorSpec([], tf.string))
     if shuffle_files:  # mixes neighbouring documents; seqio then shuffles packed chunks
       ds = ds.shuffle(256, seed=seed)
     return ds.map(lambda t: {"text": t})
@@ -43,31 +44,28 @@ def _dataset_fn(files: Sequence[Path], validation_fraction: float):
   return dataset_fn
 
 
-def register_text_domain(name: str, source: seqio.DataSource, vocab: seqio.Vocabulary,
-                         text_key: str = "text") -> seqio.Task:
-  """A domain Task over a text source whose documents sit in field ``text_key``."""
-  if text_key == "text":
-    return tasks_lib.register_domain_task(name, source, vocab)
-  if name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(name)
-  return seqio.TaskRegistry.add(
-      name, source=source, output_features=tasks_lib.output_features(vocab), metric_fns=[],
-      preprocessors=[functools.partial(seqio.preprocessors.rekey, key_map={"text": text_key}),
-                     tasks_lib.tokenize_text,
-                     functools.partial(tasks_lib.pack_within_domain, domain=name)])
+def resolve_vocabulary(vocabulary: str) -> str:
+  """"sentencepiece" and "bytes" as they are; a ``.model`` path made absolute."""
+  if vocabulary in (tokenizer.SENTENCEPIECE, tokenizer.BYTES):
+    return vocabulary
+  return os.path.abspath(os.path.expanduser(vocabulary))
 
 
-def _statement(fn: str, *args, **kwargs) -> str:
-  parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-  return f"import tasks.corpus; tasks.corpus.{fn}({', '.join(parts)})"
+def check_model_vocab(task_name: str, model_vocab_size: int | None) -> None:
+  """The model's ``VOCAB_SIZE`` (when given) must hold every id of the task's tokenizer."""
+  if model_vocab_size is not None:
+    vocab = errors.require_task(task_name).output_features[domains.TARGETS_KEY].vocabulary
+    tokenizer.check_vocab_matches(int(model_vocab_size), vocab)
 
 
-def register_corpus(corpus_dir: str, prefix: str = "corpus",
+@gin.configurable
+def register_corpus(corpus_dir: str = gin.REQUIRED, prefix: str = "corpus",
                     vocabulary: str = tokenizer.SENTENCEPIECE,
                     vocab_size: int = tokenizer.DEFAULT_VOCAB_SIZE,
                     validation_fraction: float = 0.05, baseline_name: str | None = None,
                     uniform_name: str | None = None,
-                    sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS) -> list[str]:
+                    sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
+                    model_vocab_size: int | None = None) -> list[str]:
   """Registers ``<prefix>_<domain>`` Tasks, ``<prefix>_baseline`` (train token counts)
   and ``<prefix>_uniform``; returns the task names, sorted.
 
@@ -75,80 +73,71 @@ def register_corpus(corpus_dir: str, prefix: str = "corpus",
   cached), "bytes", or the path of an existing SentencePiece ``.model``.
   """
   corpus_dir = os.path.abspath(os.path.expanduser(corpus_dir))
-  if vocabulary not in (tokenizer.SENTENCEPIECE, tokenizer.BYTES):
-    vocabulary = os.path.abspath(os.path.expanduser(vocabulary))
+  vocabulary = resolve_vocabulary(vocabulary)
   prefix = corpus_reader.sanitize(prefix)
-  domains = corpus_reader.discover(corpus_dir)
-  fps = corpus_reader.corpus_fingerprints(domains, corpus_dir)
+  found = corpus_reader.discover(corpus_dir)
+  fps = corpus_reader.corpus_fingerprints(found, corpus_dir)
   vocab, tok_dir = corpus_stats.corpus_vocabulary(
-      corpus_dir, domains, fps, vocabulary, vocab_size, validation_fraction, sample_chars)
-  stats = corpus_stats.domain_stats(domains, fps, vocab, validation_fraction, tok_dir)
+      corpus_dir, found, fps, vocabulary, vocab_size, validation_fraction, sample_chars)
+  stats = corpus_stats.domain_stats(found, fps, vocab, validation_fraction, tok_dir)
   baseline_name = baseline_name or f"{prefix}_baseline"
   uniform_name = uniform_name or f"{prefix}_uniform"
-  rates = corpus_stats.token_rates(stats, what=baseline_name)
+  rates = mixtures.normalise(corpus_stats.token_counts(stats),
+                             what=f"{baseline_name} (token counts of the train split)")
   names: dict[str, str] = {}
-  for domain, files in domains.items():
+  for domain, paths in found.items():
     source = seqio.FunctionDataSource(
-        _dataset_fn(files, validation_fraction), splits=corpus_reader.SPLITS,
+        text_dataset_fn(lambda split, p=paths: corpus_reader.iter_split(p, split,
+                                                                        validation_fraction)),
+        splits=corpus_reader.SPLITS,
         num_input_examples={s: stats[domain][s]["documents"] for s in corpus_reader.SPLITS})
-    names[domain] = register_text_domain(f"{prefix}_{domain}", source, vocab).name
-  tasks_lib.register_mixture(baseline_name, {names[d]: r for d, r in rates.items()})
-  tasks_lib.register_uniform_mixture(uniform_name, names.values())
-  tasks_lib.record_provenance(names.values(), _statement(
-      "register_corpus", corpus_dir, prefix=prefix, vocabulary=vocabulary,
-      vocab_size=vocab_size, validation_fraction=validation_fraction,
-      baseline_name=baseline_name, uniform_name=uniform_name, sample_chars=sample_chars))
-  return sorted(names.values())
+    names[domain] = domains.register_domain_task(f"{prefix}_{domain}", source, vocab).name
+  mixtures.register_mixture(baseline_name, {names[d]: r for d, r in rates.items()})
+  mixtures.register_uniform_mixture(uniform_name, names.values())
+  task_names = sorted(names.values())
+  mixtures.record_spec(task_names, register_corpus, dict(
+      corpus_dir=corpus_dir, prefix=prefix, vocabulary=vocabulary, vocab_size=vocab_size,
+      validation_fraction=validation_fraction, baseline_name=baseline_name,
+      uniform_name=uniform_name, sample_chars=sample_chars),
+      path_args=("corpus_dir", "vocabulary"))
+  check_model_vocab(task_names[0], model_vocab_size)
+  return task_names
 
 
-def register_tfds_domain(name: str, tfds_name: str, text_key: str = "text",
-                         vocabulary: str = tokenizer.BYTES,
+@gin.configurable
+def register_tfds_domain(name: str = gin.REQUIRED, tfds_name: str = gin.REQUIRED,
+                         text_key: str = "text", vocabulary: str = tokenizer.BYTES,
                          splits: Mapping[str, str] | None = None,
-                         tfds_data_dir: str | None = None) -> seqio.Task:
+                         tfds_data_dir: str | None = None) -> list[str]:
   """A TFDS dataset (``"name/config:version"``) as one domain; ``splits`` maps our split
-  names to TFDS's (default train/validation/test). ``vocabulary``: "bytes" or a ``.model`` path.
-  Nothing is downloaded until the Task's data is read."""
-  if vocabulary != tokenizer.BYTES:
-    vocabulary = os.path.abspath(os.path.expanduser(vocabulary))
+  names to TFDS's (default train/validation/test). ``vocabulary``: "bytes" or a ``.model``
+  path. Nothing is downloaded until the Task's data is read. Returns ``[task name]``."""
+  vocabulary = resolve_vocabulary(vocabulary)
   vocab = tokenizer.load_vocabulary(vocabulary)
   splits = dict(splits or {"train": "train", "validation": "validation", "test": "test"})
   source = seqio.TfdsDataSource(tfds_name, tfds_data_dir=tfds_data_dir, splits=splits)
-  task = register_text_domain(corpus_reader.sanitize(name), source, vocab, text_key)
-  tasks_lib.record_provenance([task.name], _statement(
-      "register_tfds_domain", name, tfds_name, text_key=text_key, vocabulary=vocabulary,
-      splits=splits, tfds_data_dir=tfds_data_dir))
-  return task
+  task = domains.register_domain_task(corpus_reader.sanitize(name), source, vocab,
+                                      text_key=text_key)
+  mixtures.record_spec([task.name], register_tfds_domain, dict(
+      name=name, tfds_name=tfds_name, text_key=text_key, vocabulary=vocabulary, splits=splits,
+      tfds_data_dir=tfds_data_dir), path_args=("vocabulary",))
+  return [task.name]
 
 
-def register_from_gin(corpus_dir: str | None = None, prefix: str | None = None) -> list[str]:
-  """Registers the corpus the gin macros describe (``CORPUS_DIR`` etc.); checks that
-  ``VOCAB_SIZE`` (the model's) holds the tokenizer's ids."""
-  corpus_dir = corpus_dir or gin_utils.macro_value("CORPUS_DIR")
-  prefix = prefix or gin_utils.macro_value("CORPUS_PREFIX", "corpus")
-  vocabulary, vocab_size, fraction, sample_chars = gin_settings()
-  names = register_corpus(corpus_dir, prefix, vocabulary, vocab_size, fraction,
-                          sample_chars=sample_chars)
-  check_model_vocab(names[0])
+def register_generated(registrar: Callable, corpus_dir: str, prefix: str,
+                       settings: Mapping[str, object], tokenizer_args: Mapping[str, object],
+                       model_vocab_size: int | None) -> list[str]:
+  """A corpus written by code (embedded, synthetic text) registered like any corpus dir,
+  with ``registrar(**settings, **tokenizer_args)`` recorded as the way to rebuild it."""
+  names = register_corpus(corpus_dir, prefix, model_vocab_size=model_vocab_size,
+                          **tokenizer_args)
+  mixtures.record_spec(names, registrar, {**settings, **tokenizer_args},
+                       path_args=("corpus_dir", "vocabulary"))
   return names
 
 
-def gin_settings() -> tuple[str, int, float, int]:
-  """(vocabulary, tokenizer vocab size, validation fraction, sample chars) from gin."""
-  model_vocab = gin_utils.macro_value("VOCAB_SIZE", None)
-  return (gin_utils.macro_value("VOCABULARY", tokenizer.SENTENCEPIECE),
-          int(gin_utils.macro_value("TOKENIZER_VOCAB_SIZE",
-                                    model_vocab or tokenizer.DEFAULT_VOCAB_SIZE)),
-          float(gin_utils.macro_value("VALIDATION_FRACTION", 0.05)),
-          int(gin_utils.macro_value("TOKENIZER_SAMPLE_CHARS", tokenizer.DEFAULT_SAMPLE_CHARS)))
+def tokenizer_kwargs(vocabulary: str, vocab_size: int, validation_fraction: float,
+                     sample_chars: int) -> dict[str, object]:
+  return dict(zip(TOKENIZER_ARGS, (resolve_vocabulary(vocabulary), vocab_size,
+                                   validation_fraction, sample_chars)))
 
-
-def check_model_vocab(task_name: str) -> None:
-  """``VOCAB_SIZE`` (if bound) must cover the task's tokenizer."""
-  model_vocab = gin_utils.macro_value("VOCAB_SIZE", None)
-  if model_vocab is not None:
-    vocab = errors.require_task(task_name).output_features[tasks_lib.TARGETS_KEY].vocabulary
-    tokenizer.check_vocab_matches(int(model_vocab), vocab)
-
-
-if gin_utils.macro_is_bound("CORPUS_DIR"):
-  register_from_gin()

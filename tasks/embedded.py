@@ -1,38 +1,35 @@
-"""The embedded real-text corpus (``doremi_jax.corpus_build``) as DoReMi domains.
+"""The embedded real-text corpus (``doremi_jax.data.corpus_build``) as DoReMi domains.
 
-Importing this module builds the corpus on first use (from pinned packages, cached
-in ``$DOREMI_CACHE/embedded_corpus`` or ``~/.cache/doremi_jax/embedded_corpus``),
-trains or reuses its SentencePiece tokenizer and registers ``embedded_<domain>`` Tasks
-plus the ``embedded_baseline`` (token counts) and ``embedded_uniform`` Mixtures.
-Gin macros (all optional): ``EMBEDDED_CORPUS_DIR``, ``EMBEDDED_CAP_BYTES`` and the
-tokenizer settings read by ``tasks.corpus.gin_settings``.
+``register_embedded`` builds the corpus on first use (from pinned packages, cached in
+``$DOREMI_CACHE/embedded_corpus`` or ``~/.cache/doremi_jax/embedded_corpus``), trains or
+reuses its SentencePiece tokenizer and registers ``embedded_<domain>`` Tasks plus the
+``embedded_baseline`` (token counts) and ``embedded_uniform`` Mixtures.
+``gin/experiments/embedded.gin`` binds its arguments from macros.
 """
 from __future__ import annotations
 
-from doremi_jax import corpus_build, gin_utils, tasks_lib
-from doremi_jax.corpus import DEFAULT_CAP_BYTES, embedded_corpus_dir
-from tasks import corpus
+import gin
+from doremi_jax.data import corpus_build, tokenizer
+from doremi_jax.tasks import corpus
 
 PREFIX = "embedded"
 BASELINE_MIXTURE = "embedded_baseline"
 UNIFORM_MIXTURE = "embedded_uniform"
 
 
-def register_from_gin(corpus_dir: str | None = None, cap_bytes: int | None = None) -> list[str]:
+@gin.configurable
+def register_embedded(corpus_dir: str | None = None,
+                      cap_bytes: int = corpus_build.DEFAULT_CAP_BYTES,
+                      vocabulary: str = tokenizer.SENTENCEPIECE,
+                      vocab_size: int = tokenizer.DEFAULT_VOCAB_SIZE,
+                      validation_fraction: float = 0.05,
+                      sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
+                      model_vocab_size: int | None = None) -> list[str]:
   """Builds (or finds) the corpus, then registers it like any corpus dir."""
-  corpus_dir = corpus_dir or gin_utils.macro_value("EMBEDDED_CORPUS_DIR", None) \
-      or embedded_corpus_dir()
-  cap_bytes = int(cap_bytes or gin_utils.macro_value("EMBEDDED_CAP_BYTES", DEFAULT_CAP_BYTES))
-  corpus_build.build_corpus(corpus_dir, cap_bytes)
-  vocabulary, vocab_size, fraction, sample_chars = corpus.gin_settings()
-  names = corpus.register_corpus(corpus_dir, PREFIX, vocabulary, vocab_size, fraction,
-                                 sample_chars=sample_chars)
-  corpus.check_model_vocab(names[0])
-  # Re-registering elsewhere must rebuild the corpus first if it is missing there.
-  build = (f"from doremi_jax import corpus_build; "
-           f"corpus_build.build_corpus({corpus_dir!r}, {cap_bytes}); ")
-  tasks_lib.record_provenance(names, build + tasks_lib.registration_statements(names)[0])
-  return names
-
-
-register_from_gin()
+  corpus_dir = corpus_dir or corpus_build.embedded_corpus_dir()
+  corpus_build.build_corpus(corpus_dir, int(cap_bytes))
+  return corpus.register_generated(
+      register_embedded, corpus_dir, PREFIX,
+      {"corpus_dir": corpus_dir, "cap_bytes": int(cap_bytes)},
+      corpus.tokenizer_kwargs(vocabulary, vocab_size, validation_fraction, sample_chars),
+      model_vocab_size)

@@ -10,7 +10,7 @@ slices of the Pile; for all of it, cache the Tasks with SeqIO first.
 
 Registered: ``pile_<domain>`` Tasks, ``pile_baseline`` (the paper's baseline weights),
 ``pile_doremi_280m`` (the paper's DoReMi 280M weights) and ``pile_uniform``. With gin,
-importing this module registers the Pile at ``PILE_DIR`` when that macro is set.
+``gin/experiments/pile.gin`` binds ``register_pile.pile_dir`` to ``PILE_DIR``.
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import seqio
-import tensorflow as tf
 
-from doremi_jax import (corpus_build, corpus_reader, corpus_stats, errors, gin_utils, tasks_lib, tokenizer)
-from tasks import corpus
+import gin
+from doremi_jax import errors, mixtures
+from doremi_jax.data import corpus_reader, corpus_stats, domains, tokenizer
+from doremi_jax.tasks import corpus
 
 PREFIX = "pile"
 # Published weights (DoReMi paper; figures in doremi_reference.md). Each column sums
@@ -69,7 +70,7 @@ def pile_files(pile_dir: str) -> list[Path]:
 
 def split_files(files: Sequence[Path]) -> dict[str, list[Path]]:
   """train/validation/test files (``val*``, ``test*``); without ``val*`` files every split
-  is taken from the train files by document hash (``corpus_build.split_of``)."""
+  is taken from the train files by document hash (``corpus_reader.split_of``)."""
   val = [f for f in files if f.name.startswith("val")]
   test = [f for f in files if f.name.startswith("test")]
   train = [f for f in files if f not in val and f not in test]
@@ -99,32 +100,20 @@ def iter_domain(splits: dict[str, list[Path]], domain: str, split: str,
   by_hash = not splits["validation"]
   for name, text in iter_pile(splits["train"] if by_hash else splits[split]):
     if name == domain and (not by_hash or
-                           corpus_build.split_of(text, validation_fraction) == split):
+                           corpus_reader.split_of(text, validation_fraction) == split):
       yield text
 
 
-def _dataset_fn(splits: dict[str, list[Path]], domain: str, validation_fraction: float):
-  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    def gen() -> Iterator[str]:
-      yield from iter_domain(splits, domain, split, validation_fraction)
-
-    ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec([], tf.string))
-    if shuffle_files:
-      ds = ds.shuffle(256, seed=seed)
-    return ds.map(lambda t: {"text": t})
-
-  return dataset_fn
-
-
-def register_pile(pile_dir: str, prefix: str = PREFIX,
+@gin.configurable
+def register_pile(pile_dir: str = gin.REQUIRED, prefix: str = PREFIX,
                   vocabulary: str = tokenizer.SENTENCEPIECE,
                   vocab_size: int = tokenizer.DEFAULT_VOCAB_SIZE,
                   validation_fraction: float = 0.05,
-                  sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS) -> list[str]:
+                  sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
+                  model_vocab_size: int | None = None) -> list[str]:
   """Registers the 22 domain Tasks and the published mixtures; returns task names."""
   pile_dir = os.path.abspath(os.path.expanduser(pile_dir))
-  if vocabulary not in (tokenizer.SENTENCEPIECE, tokenizer.BYTES):
-    vocabulary = os.path.abspath(os.path.expanduser(vocabulary))
+  vocabulary = corpus.resolve_vocabulary(vocabulary)
   prefix = corpus_reader.sanitize(prefix)
   files = pile_files(pile_dir)
   splits = split_files(files)
@@ -134,7 +123,7 @@ def register_pile(pile_dir: str, prefix: str = PREFIX,
   if vocabulary == tokenizer.SENTENCEPIECE:
     def documents() -> Iterator[tuple[str, str]]:
       for name, text in iter_pile(splits["train"]):
-        if splits["validation"] or corpus_build.split_of(text, validation_fraction) == "train":
+        if splits["validation"] or corpus_reader.split_of(text, validation_fraction) == "train":
           yield name, text
 
     model = tokenizer.ensure_sentencepiece(
@@ -147,28 +136,18 @@ def register_pile(pile_dir: str, prefix: str = PREFIX,
     vocab = tokenizer.load_vocabulary(vocabulary)
   names = []
   for domain in PILE_DOMAINS:
-    source = seqio.FunctionDataSource(_dataset_fn(splits, domain, validation_fraction),
-                                      splits=corpus_reader.SPLITS)
-    names.append(corpus.register_text_domain(task_name(domain, prefix), source, vocab).name)
+    source = seqio.FunctionDataSource(corpus.text_dataset_fn(
+        lambda split, d=domain: iter_domain(splits, d, split, validation_fraction)),
+        splits=corpus_reader.SPLITS)
+    names.append(domains.register_domain_task(task_name(domain, prefix), source, vocab).name)
   for suffix, table in NAMED_MIXTURES.items():
-    tasks_lib.register_mixture(f"{prefix}_{suffix}",
+    mixtures.register_mixture(f"{prefix}_{suffix}",
                                {task_name(d, prefix): w for d, w in table.items()})
-  tasks_lib.register_uniform_mixture(f"{prefix}_uniform", names)
-  tasks_lib.record_provenance(names, (
-      f"import tasks.pile; tasks.pile.register_pile({pile_dir!r}, prefix={prefix!r}, "
-      f"vocabulary={vocabulary!r}, vocab_size={vocab_size}, "
-      f"validation_fraction={validation_fraction!r}, sample_chars={sample_chars})"))
-  return sorted(names)
-
-
-def register_from_gin() -> list[str]:
-  """Registers the Pile at gin's ``PILE_DIR`` with the tokenizer settings from gin."""
-  vocabulary, vocab_size, fraction, sample_chars = corpus.gin_settings()
-  names = register_pile(gin_utils.macro_value("PILE_DIR"), PREFIX, vocabulary, vocab_size,
-                        fraction, sample_chars)
-  corpus.check_model_vocab(names[0])
+  mixtures.register_uniform_mixture(f"{prefix}_uniform", names)
+  names = sorted(names)
+  mixtures.record_spec(names, register_pile, dict(
+      pile_dir=pile_dir, prefix=prefix, vocabulary=vocabulary, vocab_size=vocab_size,
+      validation_fraction=validation_fraction, sample_chars=sample_chars),
+      path_args=("pile_dir", "vocabulary"))
+  corpus.check_model_vocab(names[0], model_vocab_size)
   return names
-
-
-if gin_utils.macro_is_bound("PILE_DIR"):
-  register_from_gin()

@@ -9,6 +9,7 @@
 DoReMi should move weight away from ``noise`` (no excess loss to reduce: the
 reference is already at the entropy floor) and ``repeat`` (learned in a few
 steps), and towards the Markov domains, where a proxy lags the reference longest.
+``register_synthetic`` registers them (``gin/experiments/synthetic.gin`` lists it).
 
 Token ids: 0 is padding, 1 is EOS, documents use ids ``2 .. VOCAB_SIZE - 1``.
 """
@@ -20,7 +21,9 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from doremi_jax import tasks_lib
+import gin
+from doremi_jax import mixtures
+from doremi_jax.data import domains
 
 VOCAB_SIZE = 256
 DOMAINS = ("noise", "repeat", "markov1", "markov2")
@@ -96,7 +99,8 @@ def _dataset_fn(domain: str):
   return dataset_fn
 
 
-def register(vocab_size: int = VOCAB_SIZE) -> list[str]:
+@gin.configurable
+def register_synthetic(vocab_size: int = VOCAB_SIZE) -> list[str]:
   """Registers the four domain Tasks plus the baseline and uniform Mixtures."""
   if vocab_size != VOCAB_SIZE:
     raise ValueError(f"synthetic domains use vocab_size={VOCAB_SIZE}, got {vocab_size}")
@@ -106,13 +110,10 @@ def register(vocab_size: int = VOCAB_SIZE) -> list[str]:
     source = seqio.FunctionDataSource(
         _dataset_fn(domain), splits=tuple(_DOCS),
         num_input_examples=dict(_DOCS))
-    task = tasks_lib.register_domain_task(TASK_PREFIX + domain, source, vocab, tokenized=True)
+    task = domains.register_domain_task(TASK_PREFIX + domain, source, vocab, tokenized=True)
     names.append(task.name)
-  tasks_lib.register_mixture(
+  mixtures.register_mixture(
       BASELINE_MIXTURE, {TASK_PREFIX + d: r for d, r in BASELINE_RATES.items()})
-  tasks_lib.register_uniform_mixture(UNIFORM_MIXTURE, names)
-  tasks_lib.record_provenance(names, "import tasks.synthetic  # registers the synthetic domains")
+  mixtures.register_uniform_mixture(UNIFORM_MIXTURE, names)
+  mixtures.record_spec(names, register_synthetic, {"vocab_size": vocab_size})
   return names
-
-
-register()

@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
 import step_fixtures as fx  # noqa: E402
+
 from doremi_jax.core import partitioning  # noqa: E402
 
 MESHES = {"single": (1, 1, 1), "data4_model2": (4, 1, 2), "data2_fsdp2_model2": (2, 2, 2)}

@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 import seqio
-
 import step_fixtures as fx
+
 from doremi_jax.core import partitioning, steps
-from doremi_jax import tokenizer
+from doremi_jax.data import tokenizer
 
 TEXT = "Hello world, this is a tiny known text.\nIt has two lines; a tab\tand 42 digits."
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from doremi_jax import comparison
 from doremi_jax.errors import DoremiError
+from doremi_jax.run import comparison
 
 DOMAINS = ("a", "b", "c")
 SEEDS = (0, 1, 2)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from doremi_jax import corpus_build as cb
+from doremi_jax.data import corpus_build as cb
+from doremi_jax.data import corpus_reader, corpus_sources
 
 CAP = 50_000
 SMALL_DOMAINS = ("dialogue", "code")
@@ -123,7 +124,7 @@ def test_strip_wiki_markup():
     "{| class=\"wikitable\"\n|-\n| cell || cell\n|}\n"
     "[[Category:Mathematicians]]\n[[de:Ada Lovelace]]\n<small>small text</small>"
   )
-  text = cb.strip_wiki_markup(raw)
+  text = corpus_sources.strip_wiki_markup(raw)
   assert text == ("Ada Lovelace was an English mathematician. See the site.\n\n"
           "Early life\nBorn in London \u2013 1815.\n\nsmall text")
 
@@ -137,7 +138,7 @@ def test_wikipedia_extractor_skips_redirects_and_other_namespaces():
     <revision><text>'''New''' is a [[word|term]] &lt;b&gt;x&lt;/b&gt; &amp;lt;.</text>
       </revision></page>
   </mediawiki>"""
-  docs = list(cb._wikipedia([("x.bz2", bz2.compress(xml.encode()))]))
+  docs = list(corpus_sources._wikipedia([("x.bz2", bz2.compress(xml.encode()))]))
   assert docs == ["New\n\nNew is a term x <."]
 
 
@@ -164,7 +165,7 @@ def test_read_members_from_deb(tmp_path):
   members = cb.read_members(deb, "usr/share/games/fortunes/*")
   assert sorted(n for n, _ in members) == ["./usr/share/games/fortunes/a",
                                              "./usr/share/games/fortunes/a.dat"]
-  assert cb.take_capped(cb._fortunes(members), 1000) == ["One.", "Two."]
+  assert cb.take_capped(corpus_sources._fortunes(members), 1000) == ["One.", "Two."]
   assert cb.fetch_deb("fortunes", "1:1.0-1", tmp_path) == deb  # cached: no apt-get call
 
 
@@ -176,12 +177,12 @@ def test_take_capped_keeps_whole_documents():
 
 def test_split_of_is_stable_and_proportional():
   texts = [f"document number {i}" for i in range(4000)]
-  splits = [cb.split_of(t) for t in texts]
-  assert splits == [cb.split_of(t) for t in texts]
+  splits = [corpus_reader.split_of(t) for t in texts]
+  assert splits == [corpus_reader.split_of(t) for t in texts]
   assert set(splits) == {"train", "validation", "test"}
   assert 0.03 < splits.count("validation") / len(texts) < 0.07
   assert 0.03 < splits.count("test") / len(texts) < 0.07
-  assert {cb.split_of(t, 0.0) for t in texts} == {"train"}
-  assert {cb.split_of(t, 0.5) for t in texts} == {"validation", "test"}
+  assert {corpus_reader.split_of(t, 0.0) for t in texts} == {"train"}
+  assert {corpus_reader.split_of(t, 0.5) for t in texts} == {"validation", "test"}
   with pytest.raises(ValueError):
-    cb.split_of("x", 0.6)
+    corpus_reader.split_of("x", 0.6)

@@ -3,22 +3,23 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import gin
 import numpy as np
 import pytest
 import seqio
 import zstandard
 
+import gin
 from doremi_jax import corpus as corpus_cli
-from doremi_jax import corpus_build, corpus_reader, errors, gin_utils, tasks_lib, tokenizer
-from tasks import corpus as corpus_tasks
-from tasks import pile
+from doremi_jax import errors, mixtures
+from doremi_jax.data import corpus_build, corpus_reader, tokenizer
+from doremi_jax.run import config, pipeline  # noqa: F401  (pipeline: every configurable the gin files bind)
+from doremi_jax.tasks import corpus as corpus_tasks
+from doremi_jax.tasks import pile
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 320
@@ -40,7 +41,9 @@ def write_user_corpus(root: Path) -> dict[str, list[str]]:
   root.mkdir(parents=True)
   docs = {"alpha": _docs(1, "abcdefgh", 60), "beta": _docs(2, "ijklmnop", 40),
           "gamma": _docs(3, "qrstuvwx", 30)}
-  lines = lambda ds: "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(ds))
+  def lines(ds):
+    return "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(ds))
+
   (root / "alpha.jsonl").write_text(lines(docs["alpha"]) + "\n", "utf-8")  # blank line ok
   (root / "beta.jsonl.gz").write_bytes(gzip.compress(lines(docs["beta"]).encode()))
   (root / "gamma.jsonl.zst").write_bytes(
@@ -76,7 +79,7 @@ def test_layouts_and_split_determinism(user_corpus):
     test = list(corpus_reader.iter_split(files, "test", 0.2))
     assert sorted(train + val + test) == sorted(docs[name])
     assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
-    assert val == [d for d in docs[name] if corpus_build.split_of(d, 0.2) == "validation"]
+    assert val == [d for d in docs[name] if corpus_reader.split_of(d, 0.2) == "validation"]
     assert train == list(corpus_reader.iter_split(files, "train", 0.2))
 
 
@@ -101,7 +104,7 @@ def test_packing_within_domain_with_eos(user_corpus):
     assert chunks and all(c["domain"] == name.encode() and c["targets"].shape == (LEN,)
                           for c in chunks)
     vocab = _vocab(name)
-    train = [d for d in docs[name[3:]] if corpus_build.split_of(d, 0.05) == "train"]
+    train = [d for d in docs[name[3:]] if corpus_reader.split_of(d, 0.05) == "train"]
     stream = np.concatenate([c["targets"] for c in chunks])
     assert len(stream) == sum(_tf_len(vocab, d) + 1 for d in train) // LEN * LEN
     pieces = np.split(stream, np.flatnonzero(stream == 1) + 1)  # EOS (1) ends each document
@@ -115,12 +118,12 @@ def test_baseline_rates_are_train_token_counts(user_corpus):
   _, docs, names = user_corpus
   vocab = _vocab("uc_alpha")
   counts = {f"uc_{d}": sum(_tf_len(vocab, t) + 1 for t in ds
-                           if corpus_build.split_of(t, 0.05) == "train")
+                           if corpus_reader.split_of(t, 0.05) == "train")
             for d, ds in docs.items()}
   total = sum(counts.values())
-  rates = tasks_lib.mixture_rates("uc_baseline")
+  rates = mixtures.mixture_rates("uc_baseline")
   assert rates == pytest.approx({k: v / total for k, v in counts.items()})
-  assert tasks_lib.mixture_rates("uc_uniform") == pytest.approx({n: 0.25 for n in names})
+  assert mixtures.mixture_rates("uc_uniform") == pytest.approx({n: 0.25 for n in names})
   cache = json.loads((user_corpus[0] / "tokenizer" / "token_counts.json").read_text())
   assert len(cache["entries"]) == 4
 
@@ -156,9 +159,9 @@ def test_bytes_vocabulary_and_vocab_check(user_corpus):
   corpus_tasks.register_corpus(str(root), prefix="ucb", vocabulary="bytes")
   vocab = errors.require_task("ucb_beta").output_features["targets"].vocabulary
   assert isinstance(vocab, seqio.ByteVocabulary)
-  counts = {d: sum(len(t.encode()) + 1 for t in ds if corpus_build.split_of(t, 0.05) == "train")
+  counts = {d: sum(len(t.encode()) + 1 for t in ds if corpus_reader.split_of(t, 0.05) == "train")
             for d, ds in docs.items()}
-  assert tasks_lib.mixture_rates("ucb_baseline")["ucb_beta"] == pytest.approx(
+  assert mixtures.mixture_rates("ucb_baseline")["ucb_beta"] == pytest.approx(
       counts["beta"] / sum(counts.values()))
   tokenizer.check_vocab_matches(259, vocab)
   with pytest.raises(errors.DoremiError, match="vocab/tokenizer mismatch"):
@@ -167,40 +170,41 @@ def test_bytes_vocabulary_and_vocab_check(user_corpus):
 
 def test_provenance_reproduces_registration(user_corpus):
   names = user_corpus[2]
-  statements = tasks_lib.registration_statements(names)
-  code = "\n".join(statements + [
-      "from doremi_jax import tasks_lib",
-      "print(tasks_lib.mixture_rates('uc_baseline'))"])
+  specs = mixtures.registration_specs(names)
+  code = "\n".join([
+      "from doremi_jax import mixtures",
+      f"mixtures.apply_specs({specs!r})",
+      "print(mixtures.mixture_rates('uc_baseline'))"])
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   rates = eval(proc.stdout.strip().splitlines()[-1])  # pylint: disable=eval-used
-  assert rates == pytest.approx(tasks_lib.mixture_rates("uc_baseline"))
+  assert rates == pytest.approx(mixtures.mixture_rates("uc_baseline"))
 
 
 def test_gin_corpus_and_embedded_slice(user_corpus, tmp_path):
   root = user_corpus[0]
   try:
     gin.clear_config()
-    gin_utils.configure(["experiments/corpus.gin"],
+    config.configure(["experiments/corpus.gin"],
                         [f"CORPUS_DIR = '{root}'", "CORPUS_PREFIX = 'gc'", f"VOCAB_SIZE = {VOCAB}"])
-    assert corpus_tasks.register_from_gin() == ["gc_alpha", "gc_beta", "gc_delta_set", "gc_gamma"]
+    assert config.register_tasks() == ["gc_alpha", "gc_beta", "gc_delta_set", "gc_gamma"]
     assert "CORPUS_DIR = " in gin.operative_config_str()
     gin.bind_parameter("%VOCAB_SIZE", 300)  # the model's; the tokenizer keeps its 320
     gin.bind_parameter("%TOKENIZER_VOCAB_SIZE", VOCAB)
     with pytest.raises(errors.DoremiError, match="VOCAB_SIZE=300 .* has 320 tokens"):
-      corpus_tasks.register_from_gin()
+      config.register_tasks()
     # A ~60 KB slice of the real embedded corpus, built from the package cache.
     gin.clear_config()
-    gin_utils.configure(["experiments/embedded.gin"], [
+    config.configure(["experiments/embedded.gin"], [
         f"EMBEDDED_CORPUS_DIR = '{tmp_path / 'emb'}'", "EMBEDDED_CAP_BYTES = 60000",
         "VOCAB_SIZE = 512"])
     try:
-      import tasks.embedded  # pylint: disable=g-import-not-at-top,unused-import
+      config.register_tasks()
     except corpus_build.CorpusBuildError as exc:
       pytest.skip(f"embedded corpus cannot be built here: {exc}")
     built = json.loads((tmp_path / "emb" / "manifest.json").read_text())["domains"]
-    rates = tasks_lib.mixture_rates("embedded_baseline")
+    rates = mixtures.mixture_rates("embedded_baseline")
     assert sorted(rates) == sorted(f"embedded_{d}" for d in built) and min(rates.values()) > 0
     ex = next(seqio.get_mixture_or_task("embedded_uniform").get_dataset(
         {"targets": 128}, split="train", shuffle=True, seed=0).as_numpy_iterator())
@@ -210,10 +214,12 @@ def test_gin_corpus_and_embedded_slice(user_corpus, tmp_path):
 
 
 def test_tfds_domain_construction():
-  task = corpus_tasks.register_tfds_domain("Wiki EN", "wikipedia/20230601.en:1.0.0")
+  task = errors.require_task(
+      corpus_tasks.register_tfds_domain("Wiki EN", "wikipedia/20230601.en:1.0.0")[0])
   assert task.name == "wiki_en" and isinstance(task.source, seqio.TfdsDataSource)
   assert task.source.splits == ("train", "validation", "test")
-  assert "register_tfds_domain('Wiki EN'" in tasks_lib.registration_statements(["wiki_en"])[0]
+  spec = mixtures.registration_specs(["wiki_en"])[0]
+  assert spec["registrar"].endswith(".register_tfds_domain") and spec["kwargs"]["name"] == "Wiki EN"
 
 
 def test_published_pile_tables():
@@ -235,7 +241,8 @@ def test_pile_from_local_zst(tmp_path):
   (root / "train").mkdir(parents=True)
   rows = []
   for i, name in enumerate(pile.PILE_DOMAINS):
-    rows += [{"text": d, "meta": {"pile_set_name": name}} for d in _docs(10 + i, "abcdefghijklm", 6)]
+    rows += [{"text": d, "meta": {"pile_set_name": name}}
+             for d in _docs(10 + i, "abcdefghijklm", 6)]
   rows.append({"text": "not a Pile domain", "meta": {"pile_set_name": "Other"}})
   data = "".join(json.dumps(r) + "\n" for r in rows).encode()
   (root / "train" / "00.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
@@ -247,9 +254,9 @@ def test_pile_from_local_zst(tmp_path):
   names = pile.register_pile(str(root), prefix="tp", vocab_size=VOCAB)
   assert len(names) == 22 and "tp_pile_cc" in names
   published = pile.PILE_DOREMI_280M_WEIGHTS
-  rates = tasks_lib.mixture_rates("tp_doremi_280m")
+  rates = mixtures.mixture_rates("tp_doremi_280m")
   assert rates["tp_pile_cc"] == pytest.approx(published["Pile-CC"] / sum(published.values()))
-  assert tasks_lib.mixture_rates("tp_baseline")["tp_arxiv"] == pytest.approx(
+  assert mixtures.mixture_rates("tp_baseline")["tp_arxiv"] == pytest.approx(
       0.1052 / sum(pile.PILE_BASELINE_WEIGHTS.values()))
   chunks = _chunks("tp_enron_emails")
   assert chunks and {c["domain"] for c in chunks} == {b"tp_enron_emails"}
@@ -261,7 +268,7 @@ def test_pile_from_local_zst(tmp_path):
   ex = next(seqio.get_mixture_or_task("tp_doremi_280m").get_dataset(
       {"targets": LEN}, split="train", shuffle=True, seed=1).as_numpy_iterator())
   assert ex["domain"].decode() in names
-  assert "tasks.pile.register_pile(" in tasks_lib.registration_statements(names)[0]
+  assert mixtures.registration_specs(names)[0]["registrar"] == "doremi_jax.tasks.pile.register_pile"
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -295,7 +302,8 @@ def test_cli_stats_and_errors(user_corpus, tmp_path, capsys):
   procs = {k: _cli(*a) for k, a in subprocess_cases.items()}
   ok = _cli("stats", str(root), "--vocab", str(VOCAB))
   in_process = {"has no documents": ["stats", str(bad), "--vocab", "bytes"],
-                "all zero": ["stats", str(root), "--vocab", "bytes", "--validation-fraction", "0.5"]}
+                "all zero": ["stats", str(root), "--vocab", "bytes",
+                             "--validation-fraction", "0.5"]}
   for what, args in in_process.items():
     with pytest.raises(SystemExit) as exit_info:
       corpus_cli.main(args)
@@ -305,7 +313,7 @@ def test_cli_stats_and_errors(user_corpus, tmp_path, capsys):
   rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.strip()}
   assert rows["domain"][1:3] == ["docs", "train"] and rows["total"][-1] == "1.0000"
   for name, docs in user_corpus[1].items():
-    split = {s: [d for d in docs if corpus_build.split_of(d, 0.05) == s]
+    split = {s: [d for d in docs if corpus_reader.split_of(d, 0.05) == s]
              for s in ("train", "validation", "test")}
     assert rows[name][1:4] == [f"{len(split[s]):,}" for s in ("train", "validation", "test")]
     assert rows[name][4] == f"{sum(map(len, split['train'])):,}"

@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import os
 
-import gin
 import pytest
 import seqio
 
-import tasks.synthetic  # noqa: F401  registers the synthetic domains
-from doremi_jax import errors, export, tokenizer_info
+import gin
+from doremi_jax import errors, mixture_files, mixtures
+from doremi_jax.tasks import synthetic
+
+synthetic.register_synthetic()
 
 WEIGHTS = {"synthetic_markov1": 0.4, "synthetic_markov2": 0.35,
            "synthetic_noise": 0.05, "synthetic_repeat": 0.2}
@@ -17,12 +19,12 @@ WEIGHTS = {"synthetic_markov1": 0.4, "synthetic_markov2": 0.35,
 
 @pytest.fixture()
 def paths(tmp_path):
-  meta = {"steps": 7, "tokenizer": tokenizer_info.describe("synthetic_uniform")}
-  return export.write_exports(str(tmp_path), "test_mix", WEIGHTS, meta)
+  meta = {"steps": 7, "tokenizer": mixtures.tokenizer_record("synthetic_uniform")}
+  return mixture_files.write_exports(str(tmp_path), "test_mix", WEIGHTS, meta)
 
 
 def test_json_roundtrip(paths):
-  weights, meta = export.load_weights(paths["json"])
+  weights, meta = mixture_files.load_weights(paths["json"])
   assert weights == pytest.approx(WEIGHTS)
   assert meta["steps"] == 7 and meta["tokenizer"]["vocab_size"] == 256
 
@@ -32,7 +34,7 @@ def test_reference_implementation_format(paths):
     payload = json.load(f)
   assert payload["train_domain_weights"] == pytest.approx(WEIGHTS)
   assert sum(payload["eval_domain_weights"].values()) == pytest.approx(1.0)
-  weights, _ = export.load_weights(paths["doremi"])  # our loader reads it too
+  weights, _ = mixture_files.load_weights(paths["doremi"])  # our loader reads it too
   assert weights == pytest.approx(WEIGHTS)
 
 
@@ -46,7 +48,7 @@ def test_maxtext_format(paths):
 def test_module_registers_mixture(paths):
   if "test_mix" in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove("test_mix")
-  module = export.load_module(paths["module"])
+  module = mixture_files.load_module(paths["module"])
   mixture = seqio.get_mixture_or_task(module.MIXTURE_NAME)
   rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
   assert rates == pytest.approx(WEIGHTS)
@@ -54,7 +56,7 @@ def test_module_registers_mixture(paths):
 
 def test_gin_file_binds_mixture(paths):
   gin.clear_config()
-  from doremi_jax import train  # noqa: F401  registers import_task_modules
+  from doremi_jax.run import config  # noqa: F401  registers import_task_modules
   gin.parse_config_file(paths["gin"])
   assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "test_mix"
   assert gin.query_parameter("import_task_modules.modules") == [paths["module"]]
@@ -63,7 +65,7 @@ def test_gin_file_binds_mixture(paths):
 
 def test_refuses_to_overwrite(paths, tmp_path):
   with pytest.raises(errors.DoremiError, match="already exists"):
-    export.write_exports(str(tmp_path), "test_mix", WEIGHTS, {})
+    mixture_files.write_exports(str(tmp_path), "test_mix", WEIGHTS, {})
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -74,24 +76,24 @@ def test_refuses_to_overwrite(paths, tmp_path):
 ])
 def test_bad_weights(bad, message):
   with pytest.raises(errors.DoremiError, match=message):
-    export.check_weights(bad)
+    mixtures.check_weights(bad)
 
 
 def test_tokenizer_mismatch_is_an_error():
   recorded = {"type": "SentencePieceVocabulary", "vocab_size": 8000, "sha256": "abc"}
   with pytest.raises(errors.DoremiError, match="tokenizer mismatch"):
-    tokenizer_info.check_same_tokenizer(recorded, "synthetic_uniform")
-  tokenizer_info.check_same_tokenizer(tokenizer_info.describe("synthetic_uniform"),
+    mixtures.check_same_tokenizer(recorded, "synthetic_uniform")
+  mixtures.check_same_tokenizer(mixtures.tokenizer_record("synthetic_uniform"),
                                       "synthetic_uniform")
 
 
 def test_missing_weights_file(tmp_path):
   with pytest.raises(errors.DoremiError, match="not found"):
-    export.load_weights(os.path.join(str(tmp_path), "nope.json"))
+    mixture_files.load_weights(os.path.join(str(tmp_path), "nope.json"))
 
 
 def test_module_refuses_other_tokenizer(tmp_path):
   meta = {"tokenizer": {"type": "SentencePieceVocabulary", "vocab_size": 8000, "sha256": "abc"}}
-  paths = export.write_exports(str(tmp_path), "other_tok_mix", WEIGHTS, meta)
+  paths = mixture_files.write_exports(str(tmp_path), "other_tok_mix", WEIGHTS, meta)
   with pytest.raises(errors.DoremiError, match="tokenizer mismatch"):
-    export.load_module(paths["module"])
+    mixture_files.load_module(paths["module"])

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import optax
 import pytest
-
 import step_fixtures as fx
+
 from doremi_jax.core import doremi, partitioning, steps
 
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -82,7 +82,8 @@ def test_state_is_donated_and_reference_is_not(proxy, reference):
 
 @pytest.mark.parametrize("step_size", [1.0, 50.0])
 def test_weights_simplex_floor_and_average(mesh, proxy, reference, step_size):
-  rig = proxy if step_size == 1.0 else fx.Rig(mesh, "proxy", steps.DoremiConfig(step_size=step_size))
+  rig = (proxy if step_size == 1.0
+         else fx.Rig(mesh, "proxy", steps.DoremiConfig(step_size=step_size)))
   state = rig.init()
   trajectory = [np.asarray(state.domains.weights)]
   floor = rig.doremi_config.smoothing / fx.K
@@ -188,10 +189,12 @@ def test_bad_step_kind_and_objective(mesh, proxy):
 
 def test_chunked_reference_losses_match_unchunked():
   """The proxy's reference pass and eval use chunked logits; they must equal the plain path."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from doremi_jax.core import model as model_lib, steps as steps_lib  # pylint: disable=g-import-not-at-top
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from doremi_jax.core import model as model_lib  # pylint: disable=g-import-not-at-top
+  from doremi_jax.core import steps as steps_lib
   for tied in (True, False):
     cfg = model_lib.TransformerConfig(vocab_size=256, tied_embeddings=tied, zero_init_logits=False,
                                       logits_chunk_elements=16 * 8 * 256)

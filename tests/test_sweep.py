@@ -2,8 +2,8 @@
 import jax
 import numpy as np
 import pytest
-
 import step_fixtures as fx
+
 from doremi_jax.core import steps
 from doremi_jax.core import train_state as ts
 

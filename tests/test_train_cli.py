@@ -134,8 +134,8 @@ def test_exported_module_registers_mixture_in_fresh_process(runs, tmp_path):
   module = _summary(runs["proxy"])["export"]["module"]
   code = (
       "import json, sys, seqio\n"
-      "from doremi_jax import export\n"
-      f"m = export.load_module({module!r})\n"
+      "from doremi_jax import mixture_files\n"
+      f"m = mixture_files.load_module({module!r})\n"
       "mix = seqio.get_mixture_or_task(m.MIXTURE_NAME)\n"
       "rates = {t.name: float(mix.get_rate(t)) for t in mix.tasks}\n"
       "ds = mix.get_dataset({'targets': 32}, split='validation', shuffle=False)\n"

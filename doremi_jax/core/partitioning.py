@@ -10,11 +10,11 @@ import math
 from typing import Any, Sequence
 
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+import gin
 from doremi_jax import errors
 
 MESH_AXES = ("data", "fsdp", "model")
@@ -36,6 +36,11 @@ STANDARD_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
 @gin.configurable
 def logical_axis_rules(rules: Sequence[tuple[str, Any]] = STANDARD_LOGICAL_AXIS_RULES):
   return tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in rules)
+
+
+def rules_or_default(rules=None):
+  """``rules`` as given, or the gin-configured table when None (functions take either)."""
+  return logical_axis_rules() if rules is None else rules
 
 
 @gin.configurable
@@ -65,14 +70,14 @@ def make_mesh(mesh_shape: Sequence[int] = (-1, 1, 1),
 
 
 def logical_sharding(mesh: Mesh, logical_names: Sequence[str | None], rules=None) -> NamedSharding:
-  rules = logical_axis_rules() if rules is None else rules
+  rules = rules_or_default(rules)
   spec = nn.logical_to_mesh_axes(tuple(logical_names), rules)
   return NamedSharding(mesh, spec)
 
 
 def tree_shardings(mesh: Mesh, logical_specs: Any, rules=None) -> Any:
   """Maps a tree of logical ``PartitionSpec``s (from ``nn.get_partition_spec``)."""
-  rules = logical_axis_rules() if rules is None else rules
+  rules = rules_or_default(rules)
   return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
 

@@ -11,12 +11,12 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+import gin
 from doremi_jax.core import doremi, partitioning
 from doremi_jax.core.train_state import TrainState
 
@@ -194,7 +194,7 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
   sweep (``doremi_config`` with lists) takes states stacked by ``train_state.stack_proxies``
   and needs ``reference_shardings`` (the unstacked params' shardings).
   """
-  rules = partitioning.logical_axis_rules() if rules is None else rules
+  rules = partitioning.rules_or_default(rules)
   batch_sh = batch_shardings(mesh, rules)
   replicated = partitioning.replicated(mesh)
   if kind == "plain":
@@ -230,7 +230,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh, params_shardings: Any, num_doma
   ``run(params, batch, token_bytes)``: ``token_bytes[id]`` is the text bytes of token ``id``
   (``tokenizer.token_byte_lengths``), so the sums give bits per byte as well.
   """
-  rules = partitioning.logical_axis_rules() if rules is None else rules
+  rules = partitioning.rules_or_default(rules)
 
   def fn(params, batch, token_bytes):
     with nn.logical_axis_rules(rules):

@@ -10,11 +10,11 @@ from typing import Any
 
 import flax
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import optax
 
+import gin
 from doremi_jax.core import partitioning
 
 
@@ -42,7 +42,8 @@ def make_optimizer(train_steps: int, learning_rate: float = 3e-3, warmup_steps: 
   warmup = max(0, min(warmup_steps, train_steps - 1))
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=learning_rate, warmup_steps=warmup,
-      decay_steps=max(train_steps, warmup + 1), end_value=learning_rate * end_learning_rate_fraction)
+      decay_steps=max(train_steps, warmup + 1),
+      end_value=learning_rate * end_learning_rate_fraction)
   return optax.chain(
       optax.clip_by_global_norm(grad_clip_norm),
       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
@@ -87,7 +88,7 @@ def init_state(model, optimizer, mesh, seq_len: int, seed: int, num_domains: int
   if shardings is None:
     _, shardings = state_shardings(model, optimizer, mesh, seq_len, num_domains, rules)
   init = _init_fn(model, optimizer, seq_len, num_domains, initial_weights)
-  rules = partitioning.logical_axis_rules() if rules is None else rules
+  rules = partitioning.rules_or_default(rules)
 
   def unboxed_init(rng):
     with nn.logical_axis_rules(rules):

@@ -1,14 +1,16 @@
-"""TensorBoard scalars (per-domain metrics split by domain name) and a progress bar."""
+"""TensorBoard scalars (per-domain metrics split by domain name), throughput, progress bar."""
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tqdm
 
-TENSORBOARD_SUBDIR = "tensorboard"
+from doremi_jax.run import paths
+
 # A non-finite metric is reported by the training loop as a one-line error, not by tensorboardX.
 logging.getLogger("tensorboardX").setLevel(logging.ERROR)
 
@@ -20,8 +22,8 @@ class MetricsWriter:
     self.domains = list(domains)
     self._writer = None
     if enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._writer = SummaryWriter(os.path.join(model_dir, TENSORBOARD_SUBDIR))
+      from tensorboardX import SummaryWriter  # only the writing process needs it
+      self._writer = SummaryWriter(os.path.join(model_dir, paths.TENSORBOARD_SUBDIR))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if self._writer is None:
@@ -38,6 +40,19 @@ class MetricsWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+class Throughput:
+  """Tokens per second since the run (or its resumption) started."""
+
+  def __init__(self, start_step: int, tokens_per_step: int):
+    self.start_step, self.tokens_per_step, self.t0 = start_step, tokens_per_step, time.time()
+
+  def tokens_per_second(self, step: int) -> float:
+    return (step - self.start_step) * self.tokens_per_step / max(time.time() - self.t0, 1e-9)
+
+  def seconds(self) -> float:
+    return time.time() - self.t0
 
 
 def progress_bar(start: int, total: int, enabled: bool = True) -> tqdm.tqdm:

@@ -14,13 +14,15 @@ from typing import Iterator, Mapping, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import doremi_jax  # noqa: E402
+
 doremi_jax.import_tensorflow_quietly()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import seqio  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from doremi_jax import errors, tasks_lib  # noqa: E402
+from doremi_jax import errors  # noqa: E402
+from doremi_jax.data import domains as domains_lib  # noqa: E402
 
 tf.config.set_visible_devices([], "GPU")  # keep TF off accelerators; JAX owns them
 
@@ -40,14 +42,14 @@ def _pad_batch(batch: dict[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
   return {k: pad(v) for k, v in batch.items()}
 
 
-def seqio_dataset(mixture_or_task_name: str, feature_lengths: Mapping[str, int], split: str,
-                  global_batch_size: int, domains: Sequence[str], shuffle: bool = True,
+def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
+                  split: str, global_batch_size: int, domains: Sequence[str], shuffle: bool = True,
                   seed: int | None = 0, num_epochs: int | None = None,
                   skip_batches: int = 0) -> tf.data.Dataset:
   """This host's batches of ``{inputs, targets, loss_mask, domain_ids}`` as a tf.data pipeline."""
-  provider = errors.require_mixture_or_task(mixture_or_task_name)
   if "targets" not in feature_lengths:
-    raise errors.DoremiError(f"TASK_FEATURE_LENGTHS needs a 'targets' length, got {dict(feature_lengths)}")
+    raise errors.DoremiError(
+        f"TASK_FEATURE_LENGTHS needs a 'targets' length, got {dict(feature_lengths)}")
   n_proc = jax.process_count()
   if global_batch_size % n_proc:
     raise errors.DoremiError(f"batch size {global_batch_size} does not divide over {n_proc} hosts")
@@ -56,11 +58,11 @@ def seqio_dataset(mixture_or_task_name: str, feature_lengths: Mapping[str, int],
     ds = provider.get_dataset(dict(feature_lengths), split=split, shuffle=shuffle, seed=seed,
                               num_epochs=num_epochs, shard_info=shard)
   except ValueError as exc:
-    raise errors.DoremiError(f"{mixture_or_task_name!r} split {split!r}: {exc}") from None
-  if tasks_lib.DOMAIN_KEY not in ds.element_spec:
+    raise errors.DoremiError(f"{provider.name!r} split {split!r}: {exc}") from None
+  if domains_lib.DOMAIN_KEY not in ds.element_spec:
     raise errors.DoremiError(
-        f"{mixture_or_task_name!r} examples carry no '{tasks_lib.DOMAIN_KEY}' feature; "
-        "register domains with doremi_jax.tasks_lib.register_domain_task")
+        f"{provider.name!r} examples carry no '{domains_lib.DOMAIN_KEY}' feature; "
+        "register domains with doremi_jax.data.domains.register_domain_task")
   length = int(feature_lengths["targets"])
   table = _domain_lookup(domains)
 
@@ -70,7 +72,7 @@ def seqio_dataset(mixture_or_task_name: str, feature_lengths: Mapping[str, int],
         "targets": targets,
         "inputs": tf.concat([tf.zeros([1], targets.dtype), targets[:-1]], axis=0),
         "loss_mask": tf.cast(targets > 0, tf.float32),
-        "domain_ids": table.lookup(ex[tasks_lib.DOMAIN_KEY]),
+        "domain_ids": table.lookup(ex[domains_lib.DOMAIN_KEY]),
     }
 
   ds = seqio.utils.trim_and_pad_dataset(ds, {"targets": length})
@@ -90,22 +92,19 @@ def global_batches(ds: tf.data.Dataset, shardings: Mapping[str, jax.sharding.Sha
   """Turns each host-local numpy batch into sharded global arrays (async device put)."""
   for local in ds.as_numpy_iterator():
     if (local["domain_ids"] < 0).any():
-      raise errors.DoremiError("a batch holds an example whose domain is not in the run's domain list")
+      raise errors.DoremiError(
+          "a batch holds an example whose domain is not in the run's domain list")
     yield {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
            for k, v in local.items()}
 
 
-def check_vocabulary(mixture_or_task_name: str, model_vocab_size: int) -> int:
+def check_vocabulary(provider: seqio.Task | seqio.Mixture, model_vocab_size: int) -> int:
   """The mixture's vocabulary must fit the model's embedding table."""
-  provider = errors.require_mixture_or_task(mixture_or_task_name)
   vocab = provider.output_features["targets"].vocabulary
   size = int(vocab.vocab_size)
   if size > model_vocab_size:
     raise errors.DoremiError(
-        f"vocabulary mismatch: {mixture_or_task_name!r} has {size} tokens but the model's "
+        f"vocabulary mismatch: {provider.name!r} has {size} tokens but the model's "
         f"vocab_size is {model_vocab_size}")
   return size
 
-
-def domains_of(mixture_or_task_name: str) -> list[str]:
-  return tasks_lib.domain_names(mixture_or_task_name)

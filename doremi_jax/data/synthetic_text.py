@@ -175,7 +175,9 @@ def _lines_doc(make_line: Callable[[], str], length: int, first: Sequence[str] =
 
 
 def _random_doc(d: _Draws, length: int) -> str:
-  word = lambda: "".join(d.pick(_ALNUM) for _ in range(d.between(2, 9)))
+  def word() -> str:
+    return "".join(d.pick(_ALNUM) for _ in range(d.between(2, 9)))
+
   return _lines_doc(lambda: " ".join(word() for _ in range(d.between(6, 14))), length)
 
 

@@ -10,16 +10,15 @@ gives the same model file on any machine.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
-from doremi_jax import errors
+from doremi_jax import errors, storage
 
 if TYPE_CHECKING:
+  import numpy as np
   import seqio
 
 DEFAULT_VOCAB_SIZE = 8000
@@ -29,10 +28,6 @@ BYTES = "bytes"
 SENTENCEPIECE = "sentencepiece"
 _MAX_LINE = 2048  # longer lines are cut (SentencePiece skips over-long sentences)
 _SETTINGS_VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-  return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def model_path(tokenizer_dir: str | Path, vocab_size: int) -> Path:
@@ -48,8 +43,7 @@ def default_tokenizer_dir(corpus_dir: str, key: str) -> Path:
       return local
   except OSError:
     pass
-  cache = Path(os.environ.get("DOREMI_CACHE") or "~/.cache/doremi_jax").expanduser()
-  return cache / "tokenizers" / key[:16]
+  return storage.cache_root() / "tokenizers" / key[:16]
 
 
 def sample_sentences(documents: Iterable[tuple[str, str]], domains: Sequence[str],
@@ -78,6 +72,7 @@ def train_sentencepiece(path: Path, vocab_size: int, sentences: Sequence[str],
                         model_type: str = "unigram", seed: int = 0) -> None:
   """Trains a model on ``sentences`` and writes it to ``path`` atomically."""
   import io  # pylint: disable=g-import-not-at-top
+
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   if vocab_size < MIN_VOCAB_SIZE:
     raise errors.DoremiError(f"tokenizer vocab size {vocab_size} is too small; SentencePiece "
@@ -98,11 +93,7 @@ def train_sentencepiece(path: Path, vocab_size: int, sentences: Sequence[str],
     msg = " ".join(str(exc).split())
     raise errors.DoremiError(f"cannot train a {vocab_size}-token SentencePiece model on this "
                              f"corpus ({msg}); choose a smaller vocab size") from None
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(fd, "wb") as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
+  storage.write_atomic(path, buf.getvalue())
 
 
 def ensure_sentencepiece(tokenizer_dir: str | Path, vocab_size: int,
@@ -123,13 +114,14 @@ def ensure_sentencepiece(tokenizer_dir: str | Path, vocab_size: int,
   try:
     meta = json.loads(meta_path.read_text("utf-8"))
     if path.exists() and {k: meta.get(k) for k in want} == want and meta.get(
-        "sha256") == _sha256(path):
+        "sha256") == storage.file_sha256(path):
       return path
   except (OSError, ValueError):
     pass
   sentences = sample_sentences(documents(), sorted(fingerprints), sample_chars)
   train_sentencepiece(path, vocab_size, sentences, model_type)
-  meta_path.write_text(json.dumps({**want, "sha256": _sha256(path)}, indent=2) + "\n", "utf-8")
+  meta = {**want, "sha256": storage.file_sha256(path)}
+  meta_path.write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
   return path
 
 
@@ -146,7 +138,7 @@ def load_vocabulary(spec: str | Path) -> seqio.Vocabulary:
 def vocabulary_sha256(vocab: seqio.Vocabulary) -> str:
   """Identifies a vocabulary in cache keys: the model file's sha256, or its type name."""
   path = getattr(vocab, "sentencepiece_model_file", None)
-  return _sha256(Path(path)) if path else f"{type(vocab).__name__}:{vocab.vocab_size}"
+  return storage.file_sha256(Path(path)) if path else f"{type(vocab).__name__}:{vocab.vocab_size}"
 
 
 def check_vocab_matches(model_vocab_size: int, vocabulary: seqio.Vocabulary,

@@ -1,6 +1,6 @@
 """A corpus dir's tokenizer and per-domain sizes (documents, characters, tokens per split).
 
-Token counts run the documents through ``tasks_lib.tokenize_text`` - the same step a
+Token counts run the documents through ``domains.tokenize_text`` - the same step a
 domain Task applies - and add one EOS per document, so they are the sizes of the
 tokenized Tasks. They are cached in ``<tokenizer dir>/token_counts.json`` under a key
 made of the domain's sha256, the tokenizer's sha256 and the validation fraction.
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import seqio
 
-from doremi_jax import corpus_reader, errors, tasks_lib, tokenizer
+from doremi_jax import errors, storage
+from doremi_jax.data import corpus_reader, domains, tokenizer
 
 SplitStats = dict[str, int]  # documents, characters, tokens
 DomainStats = dict[str, SplitStats]  # split -> SplitStats
@@ -65,8 +64,8 @@ def count_tokens(texts: Iterable[str], vocab: seqio.Vocabulary) -> SplitStats:
       raise
 
   ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec([], tf.string))
-  ds = tasks_lib.tokenize_text(ds.map(lambda t: {"text": t}), tasks_lib.output_features(vocab))
-  ds = ds.map(lambda ex: tf.size(ex[tasks_lib.TARGETS_KEY], out_type=tf.int64)).batch(4096)
+  ds = domains.tokenize_text(ds.map(lambda t: {"text": t}), domains.output_features(vocab))
+  ds = ds.map(lambda ex: tf.size(ex[domains.TARGETS_KEY], out_type=tf.int64)).batch(4096)
   docs = tokens = 0
   try:
     for sizes in ds.as_numpy_iterator():
@@ -89,11 +88,7 @@ def _load_cache(path: Path) -> dict:
 
 def _save_cache(path: Path, data: dict) -> None:
   try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    storage.write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
   except OSError:
     pass  # a read-only location: counts are recomputed next time
 
@@ -125,10 +120,7 @@ def domain_stats(domains: Mapping[str, Sequence[Path]], fingerprints: Mapping[st
   return out
 
 
-def token_rates(stats: Mapping[str, DomainStats], split: str = "train",
-                what: str = "baseline mixture") -> dict[str, float]:
-  """Mixing rates proportional to each domain's token count (validated, normalised)."""
-  rates = {name: float(s[split]["tokens"]) for name, s in stats.items()}
-  tasks_lib.check_rates(rates, what=f"{what} (token counts of the {split} split)")
-  total = sum(rates.values())
-  return {k: v / total for k, v in rates.items()}
+def token_counts(stats: Mapping[str, DomainStats], split: str = "train") -> dict[str, float]:
+  """Each domain's token count in ``split``: the baseline mixture's rates, before
+  ``mixtures.normalise`` validates and normalises them."""
+  return {name: float(s[split]["tokens"]) for name, s in stats.items()}

@@ -8,7 +8,7 @@ Two layouts, mixable in one directory (the domain name is the file or folder nam
     where a ``.txt`` file is one document.
 
 Documents are streamed from disk each time they are read; the split of a document
-is ``corpus_build.split_of(text)`` (a hash of its text), so it never changes.
+is ``split_of(text)`` (a hash of its text), so it never changes.
 Names ending in ``.json`` (the embedded corpus's ``manifest.json``), hidden entries and
 the ``tokenizer/`` folder this package writes are not domains.
 """
@@ -23,8 +23,7 @@ import re
 from pathlib import Path
 from typing import IO, Iterator, Mapping, Sequence
 
-from doremi_jax import errors
-from doremi_jax.corpus_build import split_of
+from doremi_jax import errors, storage
 
 SPLITS = ("train", "validation", "test")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
@@ -108,7 +107,8 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
       except ValueError as exc:
         raise errors.DoremiError(f"{path}:{lineno}: not valid JSON ({exc})") from None
       if not isinstance(obj, dict):
-        raise errors.DoremiError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        raise errors.DoremiError(
+            f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
       yield lineno, obj
 
 
@@ -129,6 +129,21 @@ def iter_documents(files: Sequence[Path], text_key: str = "text") -> Iterator[st
         yield text
 
 
+def split_of(text: str, validation_fraction: float = 0.05) -> str:
+  """Return "validation", "test" or "train" for ``text``, stably across runs and machines.
+
+  The first 8 bytes of sha1(text) as a fraction u in [0, 1) decide: u < f is validation,
+  f <= u < 2f is test, the rest is train (f = ``validation_fraction``, at most 0.5). So
+  each held-out split gets a fraction f of the documents, and a document never moves.
+  """
+  if not 0.0 <= validation_fraction <= 0.5:
+    raise ValueError(f"validation_fraction must be in [0, 0.5], got {validation_fraction}")
+  unit = int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
+  if unit < validation_fraction:
+    return "validation"
+  return "test" if unit < 2 * validation_fraction else "train"
+
+
 def iter_split(files: Sequence[Path], split: str, validation_fraction: float) -> Iterator[str]:
   """The documents of one split (``train`` or ``validation``)."""
   if split not in SPLITS:
@@ -138,21 +153,13 @@ def iter_split(files: Sequence[Path], split: str, validation_fraction: float) ->
       yield text
 
 
-def file_sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def fingerprint(files: Sequence[Path], root: Path, content: bool = True) -> str:
   """sha256 over a domain's files: relative names + content sha256 (or size and mtime
   when ``content`` is False, for corpora too large to hash on every start)."""
   h = hashlib.sha256()
   for path in files:
     st = path.stat()
-    part = file_sha256(path) if content else f"{st.st_size}:{st.st_mtime_ns}"
+    part = storage.file_sha256(path) if content else f"{st.st_size}:{st.st_mtime_ns}"
     h.update(f"{os.path.relpath(path, root)}\0{part}\n".encode())
   return h.hexdigest()
 

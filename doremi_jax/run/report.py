@@ -11,17 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from doremi_jax import comparison  # noqa: E402
-from doremi_jax import train as train_lib  # noqa: E402
-
-REPORT_FILE = "report.md"
-
-
-def _short(domains: list[str]) -> list[str]:
-  """Drops a prefix shared by all domain names (e.g. ``synthetic_``) for readable labels."""
-  prefix = os.path.commonprefix(domains)
-  prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
-  return [d[len(prefix):] or d for d in domains]
+from doremi_jax import tables  # noqa: E402
+from doremi_jax.run import comparison, paths  # noqa: E402
+from doremi_jax.run.comparison import short_names  # noqa: E402
 
 
 def _trajectories(experiment_dir: str, rounds: list[dict[str, Any]]
@@ -29,8 +21,8 @@ def _trajectories(experiment_dir: str, rounds: list[dict[str, Any]]
   """(title, rows) per round and DoReMi setting, from the proxies' trajectory files."""
   panels = []
   for rnd in rounds:
-    path = os.path.join(experiment_dir, f"round_{rnd['round']}", "proxy",
-                        train_lib.WEIGHTS_TRAJECTORY_FILE)
+    path = paths.trajectory_file(os.path.join(paths.round_dir(experiment_dir, rnd["round"]),
+                                              "proxy"))
     with open(path) as f:
       rows = [json.loads(line) for line in f]
     for setting in dict.fromkeys(r.get("setting", "") for r in rows):
@@ -44,7 +36,7 @@ def _plot_trajectory(experiment_dir: str, panels, domains: list[str]) -> str:
   for col, (title, rows) in enumerate(panels):
     ax, diag = axes[0][col], axes[1][col]
     steps = [r["step"] for r in rows]
-    for d, label in zip(domains, _short(domains)):
+    for d, label in zip(domains, short_names(domains)):
       line, = ax.plot(steps, [r["domain_weights"][d] for r in rows], alpha=0.5, label=label)
       ax.plot(steps, [r["average_domain_weights"][d] for r in rows], color=line.get_color(),
               linestyle="--")
@@ -72,7 +64,7 @@ def _plot_bars(path: str, domains: list[str], series: dict[str, list[float]], ti
   fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(domains) + 2), 4))
   for i, (name, values) in enumerate(series.items()):
     ax.bar(x + i * width - 0.4 + width / 2, values, width, label=name)
-  ax.set_xticks(x, _short(domains), rotation=30, ha="right")
+  ax.set_xticks(x, short_names(domains), rotation=30, ha="right")
   ax.set_title(title)
   ax.set_ylabel(ylabel)
   ax.legend(fontsize=7)
@@ -94,10 +86,8 @@ def summary_text(result: dict[str, Any]) -> str:
   """What ``make demo`` prints: the weights, then the arms compared over seeds."""
   domains = result["domains"]
   cols = _weight_columns(result)
-  width = max(12, *(len(c) + 2 for c in cols))
-  lines = ["", "domain weights:", f"  {'domain':<28}" + "".join(f"{c:>{width}}" for c in cols)]
-  for d in domains:
-    lines.append(f"  {d:<28}" + "".join(f"{cols[c][d]:>{width}.4f}" for c in cols))
+  rows = [[d] + [f"{cols[c][d]:.4f}" for c in cols] for d in domains]
+  lines = ["", "domain weights:", tables.text(["domain", *cols], rows)]
   if "comparison" in result:
     split = result["report_split"]
     lines += ["", comparison.comparison_table(result["comparison"][split]),
@@ -119,21 +109,16 @@ def write_report(experiment_dir: str, result: dict[str, Any]) -> str:
   tok = result["tokenizer"]
   md = [f"# DoReMi report: `{os.path.basename(experiment_dir)}`", "",
         f"Tokenizer: `{tok.get('type')}` (vocab {tok.get('vocab_size')}); seeds "
-        f"{result['seeds']}.", "", "## Domain weights", "",
-        "| domain | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-  for d in domains:
-    md.append(f"| {d} | " + " | ".join(f"{cols[c][d]:.4f}" for c in cols) + " |")
+        f"{result['seeds']}.", "", "## Domain weights", ""]
+  rows = [[d] + [f"{cols[c][d]:.4f}" for c in cols] for d in domains]
   if len(rounds) > 1:
-    md.append("| L1 change vs previous round | | " +
-              " | ".join(f"{r['l1_change']:.4f}" for r in rounds) + " |")
+    rows.append(["L1 change vs previous round", ""] + [f"{r['l1_change']:.4f}" for r in rounds])
+  md += tables.markdown_lines(["domain", *cols], rows)
   md += ["", "Collapse diagnostics at the last proxy step (entropy in nats; log k = "
-         f"{np.log(len(domains)):.3f}):", "", "| proxy | entropy | smallest weight | domain |",
-         "|---|---:|---:|---|"]
-  for title, rows in panels:
-    last = rows[-1]
-    if "weight_entropy" in last:
-      md.append(f"| {title} | {last['weight_entropy']:.3f} | {last['min_weight']:.4f} | "
-                f"{last['min_weight_domain']} |")
+         f"{np.log(len(domains)):.3f}):", ""]
+  md += tables.markdown_lines(["proxy", "entropy", "smallest weight", "domain"], [
+      [title, f"{r[-1]['weight_entropy']:.3f}", f"{r[-1]['min_weight']:.4f}",
+       r[-1]["min_weight_domain"]] for title, r in panels if "weight_entropy" in r[-1]])
   md += ["", f"![domain weights]({os.path.basename(bars)})", "",
          f"![weights over proxy steps]({os.path.basename(traj)})", ""]
   if "comparison" in result:
@@ -146,7 +131,7 @@ def write_report(experiment_dir: str, result: dict[str, Any]) -> str:
     md += ["", f"![comparison]({os.path.basename(plot)})", ""]
   md += ["## Exports", ""] + [f"- {k}: `{os.path.relpath(v, experiment_dir)}`"
                               for k, v in result["export"].items()]
-  path = os.path.join(experiment_dir, REPORT_FILE)
+  path = os.path.join(experiment_dir, paths.REPORT_FILE)
   with open(path, "w") as f:
     f.write("\n".join(md) + "\n")
   return path

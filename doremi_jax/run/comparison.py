@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from doremi_jax import errors  # noqa: E402
+from doremi_jax import errors, tables  # noqa: E402
 
 METRICS = ("log_perplexity", "bits_per_byte")
 SUMMARY_METRICS = ("average_log_perplexity", "worst_log_perplexity",
@@ -72,7 +72,8 @@ def _validate(evals: Mapping[str, Mapping[Any, Mapping[str, Any]]]) -> tuple[lis
     if keys != seed_keys or len(by_seed) != len(seeds):
       raise errors.DoremiError(
           f"arm {arm!r} has seeds {sorted(keys, key=_seed_order)} but arm {first_arm!r} has "
-          f"{sorted(seed_keys, key=_seed_order)}: the comparison needs the same seeds for every arm")
+          f"{sorted(seed_keys, key=_seed_order)}: the comparison needs the same seeds for "
+          "every arm")
     for seed, result in by_seed.items():
       for metric in METRICS:
         if not isinstance(result.get(metric), Mapping) or not result[metric]:
@@ -174,13 +175,6 @@ def _diff(ci: Mapping[str, Any]) -> str:
   return f"{ci['mean']:+.4f} [{_num(ci['ci_low'])}, {_num(ci['ci_high'])}]"
 
 
-def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
-  widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-  fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                            for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-  return [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
-
-
 def comparison_table(result: Mapping[str, Any]) -> str:
   """Terminal table: per-seed values, mean ± CI half-width and paired differences per arm."""
   pct = f"{result['confidence'] * 100:g}%"
@@ -198,7 +192,7 @@ def comparison_table(result: Mapping[str, Any]) -> str:
       diffs = entry["paired_difference"]
       rows.append([arm, seeds, _pm(entry[avg]), _pm(entry[worst])]
                   + [_diff(diffs[b][avg]) if b in diffs else "-" for b in bases])
-    lines += ["", unit] + _grid(header, rows)
+    lines += ["", unit] + tables.text(header, rows).split("\n")
   lines.append("")
   for arm, entry in result["arms"].items():
     for base, diff in entry["paired_difference"].items():
@@ -206,11 +200,6 @@ def comparison_table(result: Mapping[str, Any]) -> str:
       worse = ", ".join(diff["domains_worse"]) or "none"
       lines.append(f"{arm} vs {base} (bits/byte, beyond the CI): better {better}; worse {worse}")
   return "\n".join(lines)
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-          + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _md_ci(ci: Mapping[str, Any]) -> str:
@@ -233,7 +222,7 @@ def comparison_markdown(result: Mapping[str, Any]) -> list[str]:
     for m in SUMMARY_METRICS:
       row += [_num(entry[m]["mean"]), _md_ci(entry[m])]
     rows.append(row)
-  lines += _md_table(header, rows)
+  lines += tables.markdown_lines(header, rows)
   for base in result.get("baselines", []):
     rows = []
     for arm, entry in result["arms"].items():
@@ -245,18 +234,19 @@ def comparison_markdown(result: Mapping[str, Any]) -> list[str]:
                      ", ".join(diff["domains_worse"]) or "-"])
     if rows:
       lines += ["", f"### Paired difference vs `{base}` (arm - {base}, lower is better)", ""]
-      lines += _md_table(["arm"] + [f"Δ {_LABELS[m]} [{pct} CI]" for m in SUMMARY_METRICS]
-                         + ["better (bits/byte)", "worse (bits/byte)"], rows)
+      header = (["arm"] + [f"Δ {_LABELS[m]} [{pct} CI]" for m in SUMMARY_METRICS]
+                + ["better (bits/byte)", "worse (bits/byte)"])
+      lines += tables.markdown_lines(header, rows)
   arms = list(result["arms"])
   rows = [[d] + [_pm(result["arms"][a]["bits_per_byte"][d]) for a in arms]
           for d in result["domains"]]
   rows.append(["**average**"] + [_pm(result["arms"][a]["average_bits_per_byte"]) for a in arms])
   lines += ["", f"### Bits per byte by domain (mean ± {pct} CI half-width)", ""]
-  lines += _md_table(["domain"] + arms, rows)
+  lines += tables.markdown_lines(["domain"] + arms, rows)
   return lines
 
 
-def _short(domains: list[str]) -> list[str]:
+def short_names(domains: list[str]) -> list[str]:
   """Drops a prefix shared by all domain names (e.g. ``synthetic_``) for readable labels."""
   prefix = os.path.commonprefix(domains)
   prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
@@ -267,7 +257,7 @@ def plot_comparison(result: Mapping[str, Any], path: str) -> str:
   """Grouped bars of per-domain (and average) bits per byte per arm, CI half-width error bars."""
   domains = list(result["domains"])
   arms = list(result["arms"])
-  labels = _short(domains) + ["average"]
+  labels = short_names(domains) + ["average"]
   x = np.arange(len(labels))
   width = 0.8 / len(arms)
   fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) + 0.3 * len(arms)), 4.5))

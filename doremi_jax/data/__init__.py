@@ -1,0 +1,1 @@
+"""Data: SeqIO input, domain Tasks, corpora (building, reading, sizes), tokenizers."""

@@ -1,0 +1,1 @@
+"""Running experiments: gin config, run dirs, the Trainer, evaluation, the pipeline, reports."""

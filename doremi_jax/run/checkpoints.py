@@ -1,0 +1,90 @@
+"""Orbax checkpoints of the train state, with params as their own item.
+
+Params are a separate item so a DoReMi proxy (or an evaluator) can restore a
+reference model's parameters alone, without knowing its optimizer. Orbax decides when
+to save (``save_interval_steps``) and which steps exist (``latest_step``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from doremi_jax import errors
+from doremi_jax.core.train_state import TrainState
+from doremi_jax.run import paths
+
+_ITEMS = ("params", "state")
+
+
+def _rest(state: TrainState) -> dict[str, Any]:
+  return {"step": state.step, "opt_state": state.opt_state, "domains": state.domains}
+
+
+class Checkpointer:
+  """Saves every ``save_interval_steps`` steps (and the last one), keeps ``max_to_keep``."""
+
+  def __init__(self, model_dir: str, save_interval_steps: int = 1, max_to_keep: int = 2):
+    # Orbax's default policy adds a save at the first step of a fresh run; ours saves on the
+    # interval only (and the last step, forced by the caller).
+    policy = ocp.checkpoint_managers.FixedIntervalPolicy(save_interval_steps)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           save_decision_policy=policy)
+    self.manager = ocp.CheckpointManager(paths.checkpoint_dir(model_dir), options=options,
+                                         item_names=_ITEMS)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: TrainState, force: bool = False) -> bool:
+    """Saves when ``step`` is on the interval (or ``force``, e.g. the last step)."""
+    return self.manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        state=ocp.args.StandardSave(_rest(state))), force=force)
+
+  def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
+    step = self.latest_step() if step is None else step
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_state.params),
+        state=ocp.args.StandardRestore(_rest(abstract_state))))
+    rest = out["state"]
+    return TrainState(step=rest["step"], params=out["params"], opt_state=rest["opt_state"],
+                      domains=rest["domains"])
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _reader(model_dir: str) -> ocp.CheckpointManager:
+  """A manager over another run's checkpoints that must exist (one-line error otherwise)."""
+  directory = paths.checkpoint_dir(model_dir)
+  if os.path.isdir(directory):
+    manager = ocp.CheckpointManager(directory, item_names=_ITEMS,
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    if manager.latest_step() is not None:
+      return manager
+    manager.close()
+  raise errors.DoremiError(f"no checkpoints under {directory!r} (has that run been trained?)")
+
+
+def restore_params(model_dir: str, abstract_params: Any) -> Any:
+  """Parameters of another run's latest checkpoint (e.g. the DoReMi reference), into the
+  given shardings; a one-line error if it has none or they do not fit."""
+  with _reader(model_dir) as manager:
+    step, directory = manager.latest_step(), manager.directory
+    try:
+      out = manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(abstract_params)))
+    except (ValueError, KeyError) as exc:
+      raise errors.DoremiError(
+          f"checkpoint {directory}/{step} does not match this model (different size or "
+          f"vocabulary?): {str(exc).splitlines()[0]}") from None
+  return out["params"]
+
+
+def require_checkpoint(model_dir: str) -> int:
+  """The latest finished step of another run, or a one-line error if it has none."""
+  with _reader(model_dir) as manager:
+    return manager.latest_step()

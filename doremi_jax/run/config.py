@@ -1,0 +1,197 @@
+"""t5x-style gin command lines (``--gin_file``, ``--gin.X=Y``, ``--gin_search_paths``) and
+the two configurables every run calls first: ``register_tasks`` and ``import_task_modules``.
+
+The CLI modules import every module that defines configurables before they parse gin, so
+this module imports nothing above it. Gin files are searched in ``--gin_search_paths``,
+the working directory and the package's own ``gin/`` folder (``gin_dir``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.resources
+import inspect
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import doremi_jax
+import gin
+from doremi_jax import errors, mixture_files
+from doremi_jax.run import distributed
+
+_INCLUDE = re.compile(r"""^\s*include\s+(['"])(?P<path>.+)\1\s*(#.*)?$""")
+
+
+def gin_dir() -> Path:
+  """The shipped gin files: package data ``doremi_jax/gin`` when installed, else the repo's
+  ``gin/`` (a checkout run without installing)."""
+  installed = importlib.resources.files(doremi_jax) / "gin"
+  if installed.is_dir():
+    return Path(str(installed))
+  return doremi_jax.CHECKOUT_ROOT / "gin"
+
+
+def parse_args(argv: Sequence[str], description: str) -> argparse.Namespace:
+  """Parses gin flags; ``--gin.A.b=1`` and ``--gin.MACRO=2`` become gin bindings."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="gin file (repeatable; later files override earlier ones)")
+  parser.add_argument("--gin_search_paths", default="",
+                      help="comma-separated directories in which to look for gin files")
+  parser.add_argument("--gin_bindings", action="append", default=[],
+                      help="a gin binding, e.g. 'train.batch_size = 8' (repeatable)")
+  args, rest = parser.parse_known_args(list(argv))
+  bindings = list(args.gin_bindings)
+  for arg in rest:
+    if arg.startswith("--gin.") and "=" in arg:
+      key, value = arg[len("--gin."):].split("=", 1)
+      bindings.append(f"{key} = {value}")
+    else:
+      parser.error(f"unrecognised argument {arg!r} (use --gin_file, --gin.X=Y, --gin_search_paths)")
+  args.bindings = bindings
+  return args
+
+
+def _find(path: str, search_paths: Sequence[str]) -> str:
+  if os.path.isabs(path):
+    if os.path.isfile(path):
+      return path
+  else:
+    for base in search_paths:
+      if os.path.isfile(os.path.join(base, path)):
+        return os.path.abspath(os.path.join(base, path))
+  raise errors.DoremiError(f"gin file {path!r} not found (search paths: {', '.join(search_paths)})")
+
+
+def _expand(path: str, search_paths: Sequence[str], seen: tuple[str, ...] = ()) -> str:
+  """The file's text with every ``include`` replaced by the included file's text.
+
+  We resolve includes ourselves, through our search paths only: gin's own lookup also asks
+  Python's import system, which fails on a working directory holding a folder named like
+  the include's head (``runs/``, an output dir, is a namespace package there)."""
+  if path in seen:
+    raise errors.DoremiError(f"gin file {path!r} includes itself")
+  lines = []
+  with open(path) as f:
+    for line in f:
+      match = _INCLUDE.match(line)
+      if match:
+        lines.append(_expand(_find(match.group("path"), search_paths), search_paths,
+                             seen + (path,)))
+      else:
+        lines.append(line.rstrip("\n"))
+  return "\n".join(lines)
+
+
+def configure(gin_files: Sequence[str], bindings: Sequence[str], search_paths: str = "") -> None:
+  """Parses gin files and bindings, failing with one line that names the bad piece."""
+  paths = [p for p in search_paths.split(",") if p] + [os.getcwd(), str(gin_dir())]
+  texts = [(f, _expand(_find(f, paths), paths)) for f in gin_files]
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)  # gin logs failed lookups as ERRORs before raising
+  try:
+    for name, text in texts:
+      try:
+        gin.parse_config(text)
+      except (ValueError, KeyError, SyntaxError, ImportError, TypeError, IOError) as exc:
+        raise errors.DoremiError(f"bad gin configuration: {_first_line(exc)} (in {name})") from None
+    try:
+      gin.parse_config(list(bindings))
+    except (ValueError, KeyError, SyntaxError, ImportError, TypeError, IOError) as exc:
+      raise errors.DoremiError(f"bad gin configuration: {_first_line(exc)} (in bindings)") from None
+  finally:
+    root.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+  lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+  return lines[0] if lines else type(exc).__name__
+
+
+def _unset(value: Any, seen: tuple[str, ...] = ()) -> str | None:
+  """The macro left at ``%gin.REQUIRED`` behind a bound value (following macros), or None."""
+  if value is gin.REQUIRED:
+    return seen[-1] if seen else ""
+  if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
+    macro = "/".join(value.scopes)  # a macro reference is the scope "MACRO" of gin.macro
+    return _unset(gin.query_parameter(f"%{macro}"), seen + (macro,))
+  if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.constant":
+    return _unset(value.scoped_configurable_fn(), seen)
+  return None
+
+
+def missing_required(fn: Callable) -> list[str]:
+  """Parameters of configurable ``fn`` that would be ``gin.REQUIRED`` when called, named
+  the way users set them (the macro behind a binding, else ``fn.param``)."""
+  missing = []
+  for param in inspect.signature(fn).parameters.values():
+    key = f"{fn.__name__}.{param.name}"
+    try:
+      value = gin.query_parameter(key)
+    except ValueError:
+      if param.default is gin.REQUIRED:
+        missing.append(key)
+      continue
+    macro = _unset(value)
+    if macro is not None:
+      missing.append(macro or key)
+  return missing
+
+
+def call_configured(fn: Callable, *args, **kwargs):
+  """Calls a gin-configured function after checking, by querying gin, that no required
+  value is left unset (one-line error naming it)."""
+  missing = missing_required(fn)
+  if missing:
+    raise errors.DoremiError(f"missing required gin value: {missing[0]} "
+                             f"(pass --gin.{missing[0]}=...)")
+  return fn(*args, **kwargs)
+
+
+def write_operative_config(path: str) -> None:
+  with open(path, "w") as f:
+    f.write(gin.operative_config_str())
+
+
+@gin.configurable
+def register_tasks(registrars: Sequence[Callable[[], Sequence[str]]] = ()) -> list[str]:
+  """Calls each registrar (bound in gin, e.g. ``[@register_embedded]``) once; returns the
+  registered task names."""
+  names: list[str] = []
+  for registrar in registrars:
+    names += list(call_configured(registrar))
+  return names
+
+
+@gin.configurable
+def import_task_modules(modules: Sequence[str] = ()) -> None:
+  """Registers exported mixtures (a ``.py`` module or weights ``.json`` by path) and imports
+  user modules that register Tasks when imported (t5x's ``--gin.tasks`` idea)."""
+  for name in modules:
+    if name.endswith(".py"):
+      mixture_files.load_module(name)
+    elif name.endswith(".json"):
+      mixture_files.register_weights_file(name)
+    elif name not in sys.modules:
+      try:
+        importlib.import_module(name)
+      except ImportError as exc:
+        raise errors.DoremiError(f"cannot import task module {name!r}: {exc}") from None
+
+
+def prepare_tasks() -> list[str]:
+  """What every run does after parsing gin: register its domains, then exported mixtures."""
+  names = call_configured(register_tasks)
+  call_configured(import_task_modules)
+  return names
+
+
+def start_cli(argv: Sequence[str] | None, description: str) -> argparse.Namespace:
+  """What every gin CLI does first: join the other hosts (when asked to), parse the flags."""
+  distributed.maybe_initialize()
+  return parse_args(sys.argv[1:] if argv is None else argv, description)

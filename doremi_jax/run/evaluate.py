@@ -1,0 +1,102 @@
+"""Per-domain held-out log-perplexity and bits per byte of a checkpoint.
+
+Domains are the SeqIO subtasks of the evaluation mixture (``seqio.get_subtasks``), each
+read once, unshuffled, from the chosen split, as t5x evaluates. The model's own
+``config.gin`` (written by training) is parsed first, so the architecture always matches.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+import gin
+from doremi_jax import errors, mixtures, tables
+from doremi_jax.core import model as model_lib
+from doremi_jax.core import partitioning, steps
+from doremi_jax.core import train_state as ts
+from doremi_jax.data import seqio_input, tokenizer
+from doremi_jax.run import checkpoints, paths
+
+
+@gin.configurable(denylist=["model_dir", "mixture_or_task_name"])
+def evaluate(model_dir: str, mixture_or_task_name: str, split: str = "validation",
+             batch_size: int = 16, max_batches_per_domain: int | None = 50,
+             task_feature_lengths: Mapping[str, int] | None = None) -> dict[str, Any]:
+  """Mean token NLL (nats) and bits per byte per domain; writes ``MODEL_DIR/eval_<split>.json``.
+
+  Bits per byte = summed NLL / (ln 2 x UTF-8 bytes of the evaluated tokens' text): unlike
+  nats per token it compares models across tokenizers. ``task_feature_lengths`` defaults
+  to the ``TASK_FEATURE_LENGTHS`` the model was trained with (``eval.gin`` binds it).
+  """
+  if task_feature_lengths is None:
+    raise errors.DoremiError("missing required gin value: evaluate.task_feature_lengths "
+                             "(pass --gin.TASK_FEATURE_LENGTHS=...)")
+  cfg = model_lib.TransformerConfig()
+  lm = model_lib.TransformerLM(cfg)
+  provider = mixtures.provider(mixture_or_task_name)
+  seqio_input.check_vocabulary(provider, cfg.vocab_size)
+  domains = mixtures.domain_names(provider)
+  lengths = dict(task_feature_lengths)
+  mesh = partitioning.make_mesh()
+  rules = partitioning.logical_axis_rules()
+  abstract, _ = ts.state_shardings(lm, ts.make_optimizer(1), mesh, int(lengths["targets"]),
+                                   None, rules)
+  params = checkpoints.restore_params(model_dir, abstract.params)
+  eval_step = steps.make_eval_step(lm, mesh, jax.tree.map(lambda x: x.sharding, abstract.params),
+                                   len(domains), rules)
+  shardings = steps.batch_shardings(mesh, rules)
+  vocab = provider.output_features["targets"].vocabulary
+  token_bytes = jax.device_put(tokenizer.token_byte_lengths(vocab), partitioning.replicated(mesh))
+  sums, counts, nbytes = (np.zeros(len(domains)) for _ in range(3))
+  for domain in domains:
+    ds = seqio_input.seqio_dataset(errors.require_task(domain), lengths, split, batch_size,
+                                   domains, shuffle=False, seed=None, num_epochs=1)
+    if max_batches_per_domain:
+      ds = ds.take(max_batches_per_domain)
+    for batch in seqio_input.global_batches(ds, shardings):
+      s, c, b = eval_step(params, batch, token_bytes)
+      sums += np.asarray(s)
+      counts += np.asarray(c)
+      nbytes += np.asarray(b)
+  empty = [d for d, c in zip(domains, counts) if c == 0]
+  if empty:
+    raise errors.DoremiError(f"no {split} tokens for domain(s) {empty} (split too small for "
+                             f"one batch of {batch_size} x {lengths['targets']} tokens?)")
+  log_ppl = dict(zip(domains, (sums / counts).tolist()))
+  bpb = dict(zip(domains, (sums / (math.log(2) * np.maximum(nbytes, 1))).tolist()))
+  result = {
+      "model_dir": os.path.abspath(model_dir), "mixture_or_task_name": mixture_or_task_name,
+      "split": split, "log_perplexity": log_ppl, "tokens": dict(zip(domains, counts.tolist())),
+      "average_log_perplexity": float(np.mean(list(log_ppl.values()))),
+      "worst_log_perplexity": float(max(log_ppl.values())),
+      "worst_domain": max(log_ppl, key=log_ppl.get),
+      "bits_per_byte": bpb, "bytes": dict(zip(domains, nbytes.tolist())),
+      "average_bits_per_byte": float(np.mean(list(bpb.values()))),
+      "worst_bits_per_byte": float(max(bpb.values())),
+      "worst_bits_per_byte_domain": max(bpb, key=bpb.get),
+  }
+  if not all(math.isfinite(v) for v in log_ppl.values()):
+    raise errors.DoremiError(f"non-finite log-perplexity for {model_dir}: {log_ppl}")
+  if jax.process_index() == 0:
+    paths.write_json(paths.eval_file(model_dir, split), result)
+  return result
+
+
+@gin.configurable
+def evaluate_main(model_dir: str = gin.REQUIRED,
+                  mixture_or_task_name: str = gin.REQUIRED) -> dict[str, Any]:
+  return evaluate(model_dir, mixture_or_task_name)
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+  """One row per domain, one column per evaluated model, then the average and worst rows."""
+  names = list(results)
+  domains = list(next(iter(results.values()))["log_perplexity"])
+  rows = [[d] + [f"{results[n]['log_perplexity'][d]:.3f}" for n in names] for d in domains]
+  rows.append(["**average**"] + [f"**{results[n]['average_log_perplexity']:.3f}**" for n in names])
+  rows.append(["**worst**"] + [f"**{results[n]['worst_log_perplexity']:.3f}**" for n in names])
+  return tables.markdown(["domain"] + names, rows)

@@ -1,0 +1,54 @@
+"""Every file name of a run dir and an experiment dir, in one place.
+
+A run dir (``MODEL_DIR``) holds ``config.gin``, ``checkpoints/``, ``tensorboard/``,
+``train_summary.json`` when finished, ``eval_<split>.json`` per evaluation and, for a
+proxy, ``domain_weights.jsonl`` (the trajectory) and ``export/<name>.json`` (the averaged
+weights). An experiment dir holds ``pipeline.json``, ``round_<k>/{reference,proxy}``,
+``main/<arm>/seed_<s>``, ``arms/``, ``export/``, ``summary.json`` and ``report.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+CONFIG_FILE = "config.gin"
+CHECKPOINT_SUBDIR = "checkpoints"
+TENSORBOARD_SUBDIR = "tensorboard"
+TRAIN_SUMMARY_FILE = "train_summary.json"
+WEIGHTS_TRAJECTORY_FILE = "domain_weights.jsonl"
+EXPORT_SUBDIR = "export"
+PIPELINE_FILE = "pipeline.json"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+
+
+def eval_file(model_dir: str, split: str) -> str:
+  return os.path.join(model_dir, f"eval_{split}.json")
+
+
+def checkpoint_dir(model_dir: str) -> str:
+  return os.path.join(os.path.abspath(model_dir), CHECKPOINT_SUBDIR)
+
+
+def trajectory_file(model_dir: str) -> str:
+  return os.path.join(model_dir, WEIGHTS_TRAJECTORY_FILE)
+
+
+def round_dir(experiment_dir: str, k: int) -> str:
+  return os.path.join(experiment_dir, f"round_{k}")
+
+
+def main_run_dir(experiment_dir: str, arm: str, seed: int) -> str:
+  return os.path.join(experiment_dir, "main", arm, f"seed_{seed}")
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json(path: str, payload: Any) -> str:
+  with open(path, "w") as f:
+    json.dump(payload, f, indent=2)
+  return path

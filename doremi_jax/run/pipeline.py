@@ -1,0 +1,147 @@
+"""The whole DoReMi pipeline: reference -> proxy (x rounds) -> main runs -> eval -> report.
+
+Stages resume: a finished stage is skipped, an interrupted one continues from its latest
+checkpoint. Round k+1's reference trains on round k's weights (registered from the
+proxy's weights JSON). Export formats are written once, at the end, into
+``<experiment>/export`` from the final weights JSON.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Mapping, Sequence
+
+import gin
+from doremi_jax import errors, mixture_files, mixtures
+from doremi_jax.core import steps
+from doremi_jax.run import comparison, paths, report
+from doremi_jax.run import stages as stages_lib
+
+
+def _check_experiment_dir(experiment_dir: str, fingerprint: dict[str, Any],
+                          overwrite: bool) -> None:
+  """An experiment dir belongs to one configuration; reruns of it reuse finished stages."""
+  path = os.path.join(experiment_dir, paths.PIPELINE_FILE)
+  if os.path.exists(path):
+    previous = paths.read_json(path)
+    if previous.get("config_sha256") != fingerprint["config_sha256"] and not overwrite:
+      raise errors.DoremiError(
+          f"{experiment_dir!r} holds a different experiment (its gin config changed); "
+          "choose a new pipeline.experiment_dir or pass --gin.pipeline.overwrite=True")
+    if overwrite and previous.get("config_sha256") != fingerprint["config_sha256"]:
+      shutil.rmtree(experiment_dir)
+  elif os.path.isdir(experiment_dir) and os.listdir(experiment_dir) and not overwrite:
+    raise errors.DoremiError(f"{experiment_dir!r} is not empty and is not a pipeline dir; "
+                             "choose a new pipeline.experiment_dir")
+  os.makedirs(experiment_dir, exist_ok=True)
+  paths.write_json(path, fingerprint)
+
+
+def _rounds(stages, experiment_dir: str, baseline_mixture: str, baseline_rates, uniform_mixture,
+            domains, rounds: int, tolerance, reference_steps: int, proxy_steps: int,
+            export_prefix: str) -> list[dict[str, Any]]:
+  """Iterated DoReMi: until the weights move less than ``tolerance`` (L1) or ``rounds``."""
+  out: list[dict[str, Any]] = []
+  reference_mixture, reference_files, previous = baseline_mixture, [], baseline_rates
+  for k in range(1, rounds + 1):
+    round_dir = paths.round_dir(experiment_dir, k)
+    ref_dir, proxy_dir = os.path.join(round_dir, "reference"), os.path.join(round_dir, "proxy")
+    stages.train("runs/reference.gin", ref_dir, reference_steps,
+                 [f"BASELINE_MIXTURE = {reference_mixture!r}"], reference_files)
+    name = f"{export_prefix}_round{k}"
+    summary = stages.train("runs/proxy.gin", proxy_dir, proxy_steps,
+                           [f"UNIFORM_MIXTURE = {uniform_mixture!r}",
+                            f"REFERENCE_MODEL_DIR = {ref_dir!r}", f"EXPORT_NAME = {name!r}"])
+    proxies = summary["proxies"]
+    weights = proxies[0]["average_domain_weights"]
+    change = mixtures.l1_distance(weights, previous, domains)
+    out.append({"round": k, "reference_mixture": reference_mixture,
+                "average_domain_weights": weights, "l1_change": change,
+                "export": proxies[0]["export"], "proxies": proxies})
+    print(f"[pipeline] round {k}: L1 change of the weights {change:.4f}", flush=True)
+    if tolerance is not None and change < tolerance:
+      break
+    reference_mixture, reference_files = name, [proxies[0]["export"]["json"]]
+    previous = weights
+  return out
+
+
+def _export_doremi_arms(experiment_dir: str, last_round: Mapping[str, Any], export_prefix: str,
+                        rounds: int) -> dict[str, dict[str, Any]]:
+  """Every format of each final proxy's weights, written once into ``<experiment>/export``."""
+  arms: dict[str, dict[str, Any]] = {}
+  single = len(last_round["proxies"]) == 1
+  for proxy in last_round["proxies"]:
+    arm = "doremi" if single else f"doremi_{proxy['tag']}"
+    name = export_prefix if single else mixture_files.export_name(export_prefix, proxy["tag"])
+    weights, metadata = mixture_files.load_weights(proxy["export"]["json"])
+    files = mixture_files.write_exports(os.path.join(experiment_dir, paths.EXPORT_SUBDIR), name,
+                                        weights, {**metadata, "rounds": rounds}, overwrite=True)
+    arms[arm] = {"mixture": name, "weights": weights, "export": files,
+                 "setting": proxy["setting"]}
+  return arms
+
+
+@gin.configurable(denylist=["stages"])
+def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
+             baseline_mixture: str = gin.REQUIRED, uniform_mixture: str = gin.REQUIRED,
+             reference_steps: int = gin.REQUIRED, proxy_steps: int = gin.REQUIRED,
+             main_steps: int = gin.REQUIRED, rounds: int = 1, tolerance: float | None = None,
+             run_main: bool = True, export_prefix: str = "doremi",
+             main_gin_files: Sequence[str] = (), overwrite: bool = False,
+             seeds: Sequence[int] = (0,), extra_arms: Mapping[str, str] | None = None,
+             selection_split: str = "validation", report_split: str = "test"
+             ) -> dict[str, Any]:
+  """Runs all stages; returns (and writes) ``summary.json``.
+
+  Main runs: arms ``natural`` (token counts), ``uniform``, the DoReMi mixture(s) and any
+  ``extra_arms`` ({arm: mixture name or weights JSON}), each with every seed of ``seeds``.
+  A sweep (several DoReMi settings) gives one arm per setting; the setting whose main
+  models do best on ``selection_split`` is exported as ``export_prefix``, and numbers are
+  reported on ``report_split`` (choices never look at it).
+  """
+  experiment_dir = os.path.abspath(experiment_dir)
+  if len(steps.DoremiConfig().settings()) > 1 and rounds > 1:
+    raise errors.DoremiError("a DoReMi sweep (several step sizes/estimators/smoothings) runs "
+                             "one round; set pipeline.rounds = 1 or give one setting")
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise errors.DoremiError(f"pipeline.seeds must be distinct integers, got {list(seeds)}")
+  baseline_rates = mixtures.mixture_rates(baseline_mixture)
+  domains = mixtures.domain_names(uniform_mixture)
+  if sorted(baseline_rates) != sorted(domains):
+    raise errors.DoremiError(f"{baseline_mixture!r} and {uniform_mixture!r} have different domains")
+  user_arms = stages_lib.load_arms(dict(extra_arms or {}), domains)
+  _check_experiment_dir(experiment_dir, stages_lib.fingerprint(stages.gin_files, stages.bindings),
+                        overwrite)
+  extra = stages_lib.arm_mixtures(experiment_dir, user_arms)
+  rounds_out = _rounds(stages, experiment_dir, baseline_mixture, baseline_rates, uniform_mixture,
+                       domains, rounds, tolerance, reference_steps, proxy_steps, export_prefix)
+  doremi_arms = _export_doremi_arms(experiment_dir, rounds_out[-1], export_prefix,
+                                    len(rounds_out))
+  result: dict[str, Any] = {
+      "experiment_dir": experiment_dir, "domains": domains, "baseline_mixture": baseline_mixture,
+      "baseline_weights": baseline_rates, "rounds": rounds_out, "doremi_arms": doremi_arms,
+      "tokenizer": mixtures.tokenizer_record(uniform_mixture), "seeds": list(seeds)}
+  selected = next(iter(doremi_arms))
+  if run_main:
+    arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []),
+            **{a: (v["mixture"], [v["export"]["json"]]) for a, v in doremi_arms.items()},
+            **extra}
+    splits = list(dict.fromkeys([selection_split, report_split]))
+    evals = stages_lib.main_runs(stages, experiment_dir, arms, seeds, main_steps,
+                                 main_gin_files, uniform_mixture, splits)
+    comparisons = {split: comparison.compare_arms(evals[split]) for split in splits}
+    selected = comparison.best_arm(comparisons[selection_split], candidates=list(doremi_arms))
+    result.update({"main": evals, "comparison": comparisons, "selected_arm": selected,
+                   "selection": f"lowest mean average_bits_per_byte on {selection_split}",
+                   "report_split": report_split})
+  chosen = doremi_arms[selected]
+  result["doremi_weights"] = chosen["weights"]
+  result["export"] = (chosen["export"] if chosen["mixture"] == export_prefix else
+                      mixture_files.write_exports(
+                          os.path.join(experiment_dir, paths.EXPORT_SUBDIR), export_prefix,
+                          chosen["weights"], {"selected_arm": selected, **chosen["setting"]},
+                          overwrite=True))
+  paths.write_json(os.path.join(experiment_dir, paths.SUMMARY_FILE), result)
+  result["report"] = report.write_report(experiment_dir, result)
+  return result

@@ -1,0 +1,202 @@
+"""Training for the reference, proxy (DoReMi) and main runs: ``train`` (gin) and ``Trainer``.
+
+A run writes into ``MODEL_DIR`` (names in ``run/paths.py``): ``config.gin`` (operative
+config), orbax ``checkpoints/``, TensorBoard events, ``train_summary.json`` when finished
+and, for the proxy, ``domain_weights.jsonl`` plus its averaged weights. It refuses a
+non-empty ``MODEL_DIR`` unless ``RESUME = True``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+import gin
+from doremi_jax import errors, mixtures
+from doremi_jax.core import model as model_lib
+from doremi_jax.core import partitioning, steps
+from doremi_jax.core import train_state as ts
+from doremi_jax.data import seqio_input
+from doremi_jax.run import checkpoints, config, metrics, paths
+from doremi_jax.run.proxy import ProxyExtras
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """One training run, as ``train``'s gin bindings give it."""
+  model_dir: str
+  mixture_or_task_name: str
+  task_feature_lengths: Mapping[str, int]
+  train_steps: int
+  kind: str = "plain"
+  batch_size: int = 16
+  seed: int = 0
+  resume: bool = False
+  reference_model_dir: str | None = None
+  checkpoint_every: int = 100
+  log_every: int = 10
+  progress: bool = True
+  export_name: str | None = None
+
+
+def _has_outputs(model_dir: str) -> bool:
+  """True unless the dir is empty or holds only empty folders (e.g. an aborted start)."""
+  return any(files for _, _, files in os.walk(model_dir))
+
+
+def check_model_dir(model_dir: str, resume: bool) -> dict | None:
+  """Protects other runs' outputs; returns the summary if this run already finished."""
+  summary_path = os.path.join(model_dir, paths.TRAIN_SUMMARY_FILE)
+  if os.path.isdir(model_dir) and _has_outputs(model_dir):
+    if not resume:
+      raise errors.DoremiError(
+          f"model dir {model_dir!r} is not empty; pass --gin.RESUME=True to resume it "
+          "or choose a new MODEL_DIR")
+    if os.path.exists(summary_path):
+      return paths.read_json(summary_path)
+  return None
+
+
+class Trainer:
+  """Sets a run up once (mesh, shardings, step function, checkpointer, input, writers);
+  ``run`` loops ``do_step`` and writes the summary."""
+
+  def __init__(self, run: RunSettings):
+    self.run_settings = run
+    self.is_writer = jax.process_index() == 0
+    # Validate everything cheap before writing anything, so a failed start leaves no trace.
+    self.provider = mixtures.provider(run.mixture_or_task_name)  # the one registry lookup
+    self.model_config = model_lib.TransformerConfig()
+    seqio_input.check_vocabulary(self.provider, self.model_config.vocab_size)
+    self.domains = mixtures.domain_names(self.provider)
+    self.proxy = (ProxyExtras(run.model_dir, run.reference_model_dir, self.provider,
+                              self.domains, run.export_name) if run.kind == "proxy" else None)
+    os.makedirs(run.model_dir, exist_ok=True)
+    self.mesh = partitioning.make_mesh()
+    rules = partitioning.logical_axis_rules()
+    data_shards = partitioning.batch_size_divisor(self.mesh, rules)
+    if run.batch_size % data_shards:
+      raise errors.DoremiError(f"batch size {run.batch_size} does not divide over the mesh's "
+                               f"{data_shards} data shards")
+    self.seq_len = int(run.task_feature_lengths["targets"])
+    lm = model_lib.TransformerLM(self.model_config)
+    optimizer = ts.make_optimizer(run.train_steps)
+    num_domain_state = len(self.domains) if self.proxy else None
+    single_abstract, single_shardings = ts.state_shardings(
+        lm, optimizer, self.mesh, self.seq_len, num_domain_state, rules)
+    abstract, shardings = single_abstract, single_shardings
+    if self.proxy:
+      abstract, shardings = self.proxy.stack(abstract, shardings, self.mesh, rules)
+    self.step_fn = steps.make_train_step(
+        run.kind, lm, optimizer, self.mesh, shardings, len(self.domains),
+        self.proxy.config if self.proxy else None, rules,
+        reference_shardings=single_shardings.params)
+    self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)
+    latest = self.checkpointer.latest_step() if run.resume else None
+    self.start = latest or 0
+    if latest is not None:
+      self.state = self.checkpointer.restore(abstract, latest)
+    else:
+      self.state = ts.init_state(lm, optimizer, self.mesh, self.seq_len, run.seed,
+                                 num_domain_state, rules=rules, shardings=single_shardings)
+    if self.proxy:
+      self.state = self.proxy.start(self.state, shardings, single_abstract,
+                                    resumed=latest is not None, write=self.is_writer)
+    if self.is_writer:
+      config.write_operative_config(os.path.join(run.model_dir, paths.CONFIG_FILE))
+    ds = seqio_input.seqio_dataset(self.provider, run.task_feature_lengths, "train",
+                                   run.batch_size, self.domains, shuffle=True, seed=run.seed,
+                                   skip_batches=self.start)
+    self.batches = seqio_input.global_batches(ds, steps.batch_shardings(self.mesh, rules))
+    self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer)
+    self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
+    self.last: dict[str, Any] | None = None
+
+  def do_step(self, step: int):
+    """One training step (asynchronous: metrics stay on device)."""
+    try:
+      batch = next(self.batches)
+    except StopIteration:
+      raise errors.DoremiError(f"{self.provider.name!r} ran out of training data at step "
+                               f"{step}") from None
+    if self.proxy:
+      self.state, step_metrics = self.step_fn(self.state, self.proxy.reference_params, batch)
+    else:
+      self.state, step_metrics = self.step_fn(self.state, batch)
+    return step_metrics
+
+  def log(self, step: int, step_metrics) -> None:
+    """The only host sync, once per log interval: NaN check, TensorBoard, trajectory."""
+    host = {k: np.asarray(v) for k, v in jax.device_get(dict(step_metrics)).items()}
+    if not np.all(np.isfinite(host["loss"])):
+      raise errors.DoremiError(f"loss is nan or inf ({host['loss']}) at step {step}; the "
+                               "last checkpoint is kept; lower the learning rate")
+    host["tokens_per_second"] = np.asarray(self.throughput.tokens_per_second(step))
+    self.writer.write(step, self.proxy.writer_metrics(host) if self.proxy else host)
+    if self.proxy:
+      self.proxy.log(step, host)
+    self.last = host
+
+  def run(self) -> dict[str, Any]:
+    run = self.run_settings
+    bar = metrics.progress_bar(self.start, run.train_steps, enabled=run.progress)
+    try:
+      for step in range(self.start + 1, run.train_steps + 1):
+        step_metrics = self.do_step(step - 1)
+        if step % run.log_every == 0 or step == run.train_steps:
+          self.log(step, step_metrics)
+          bar.set_postfix(loss=f"{float(np.mean(self.last['loss'])):.3f}",
+                          tok_s=f"{float(self.last['tokens_per_second']):.0f}")
+        bar.update(1)
+        self.checkpointer.save(step, self.state, force=step == run.train_steps)
+    finally:
+      bar.close()
+      self.writer.close()
+      self.checkpointer.close()
+      if self.proxy:
+        self.proxy.close()
+    return self.summary()
+
+  def summary(self) -> dict[str, Any]:
+    run, last = self.run_settings, self.last
+    out: dict[str, Any] = {
+        "kind": run.kind, "steps": run.train_steps, "model_dir": run.model_dir,
+        "mixture_or_task_name": run.mixture_or_task_name, "domains": self.domains,
+        "batch_size": run.batch_size, "sequence_length": self.seq_len, "seed": run.seed,
+        "model": {"num_params": self.model_config.num_params(), **self.model_config.__dict__},
+        "final_loss": np.asarray(last["loss"]).tolist() if last else None,
+        "tokens_per_second": float(last["tokens_per_second"]) if last else None,
+        "wall_seconds": self.throughput.seconds(),
+    }
+    if self.proxy:
+      out.update(self.proxy.results(self.state, run.train_steps, write=self.is_writer))
+    if self.is_writer:
+      paths.write_json(os.path.join(run.model_dir, paths.TRAIN_SUMMARY_FILE), out)
+    return out
+
+
+@gin.configurable
+def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+          task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+          train_steps: int = gin.REQUIRED, kind: str = "plain", batch_size: int = 16,
+          seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
+          checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
+          export_name: str | None = None) -> dict[str, Any]:
+  """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi)."""
+  if kind not in ("plain", "proxy"):
+    raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
+  if kind == "proxy" and not reference_model_dir:
+    raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
+  if not isinstance(train_steps, int) or isinstance(train_steps, bool) or train_steps <= 0:
+    raise errors.DoremiError(f"TRAIN_STEPS must be a positive integer, got {train_steps!r}")
+  model_dir = os.path.abspath(model_dir)
+  finished = check_model_dir(model_dir, resume)
+  if finished is not None and finished.get("steps") == train_steps:
+    return finished
+  run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
+                    kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
+                    log_every, progress, export_name)
+  return Trainer(run).run()

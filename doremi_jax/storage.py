@@ -1,0 +1,47 @@
+"""Where the package keeps data, and how it identifies and writes files.
+
+Every generated corpus, tokenizer and downloaded package lives under one cache root;
+data locations recorded in exports are resolved against one data root, so an export
+made on one machine imports on another where the data lives elsewhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+CACHE_ENV = "DOREMI_CACHE"
+DATA_ROOT_ENV = "DOREMI_DATA_ROOT"
+_DEFAULT_CACHE = "~/.cache/doremi_jax"
+
+
+def cache_root() -> Path:
+  """``$DOREMI_CACHE`` or ``~/.cache/doremi_jax``: generated corpora, tokenizers, packages."""
+  return Path(os.environ.get(CACHE_ENV) or _DEFAULT_CACHE).expanduser()
+
+
+def data_root() -> Path:
+  """``$DOREMI_DATA_ROOT``, else the cache root: where exported data paths are resolved."""
+  root = os.environ.get(DATA_ROOT_ENV)
+  return Path(root).expanduser() if root else cache_root()
+
+
+def file_sha256(path: str | Path) -> str:
+  """sha256 of a file's bytes, read in 1 MiB chunks (corpora and tokenizers can be large)."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+  """Writes through a temporary file and a rename, so readers never see half a file."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  mode = "wb" if isinstance(data, bytes) else "w"
+  with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+    f.write(data)
+  os.replace(tmp, path)
