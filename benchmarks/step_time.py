@@ -22,11 +22,10 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import bench_setup  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
-from doremi_jax.core import model as model_lib  # noqa: E402
-from doremi_jax.core import partitioning, steps  # noqa: E402
+from doremi_jax.core import steps  # noqa: E402
 from doremi_jax.core import train_state as ts  # noqa: E402
 
 NUM_DOMAINS = 4
@@ -36,19 +35,6 @@ PEERS = {
     512: {"levanter_doremi": 0.120, "levanter_plain": 0.098, "nanodo_plain": 0.127},
 }
 TARGETS = {"proxy/plain": 1.3, "proxy/levanter": 0.8}
-
-
-def _batches(n: int, batch: int, seq: int, vocab: int, shardings, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(n):
-    targets = rng.integers(1, vocab, size=(batch, seq), dtype=np.int32)
-    host = {"targets": targets,
-            "inputs": np.concatenate([np.zeros((batch, 1), np.int32), targets[:, :-1]], 1),
-            "loss_mask": np.ones((batch, seq), np.float32),
-            "domain_ids": (np.arange(batch) % NUM_DOMAINS).astype(np.int32)}
-    out.append({k: jax.device_put(v, shardings[k]) for k, v in host.items()})
-  return out
 
 
 def _time(fn, args_for, n_warmup: int, n_steps: int) -> tuple[float, float, list[float]]:
@@ -67,14 +53,10 @@ def _time(fn, args_for, n_warmup: int, n_steps: int) -> tuple[float, float, list
 
 
 def bench_vocab(vocab: int, args) -> dict:
-  cfg = model_lib.TransformerConfig(
-      vocab_size=vocab, num_layers=2, emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512,
-      tied_embeddings=not args.untied, dtype="float32", param_dtype="float32")
-  mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  lm = model_lib.TransformerLM(cfg)
-  optimizer = ts.make_optimizer(10_000)
+  cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied)
   n = args.warmup + args.steps
-  batches = _batches(n, args.batch, args.seq, vocab, steps.batch_shardings(mesh))
+  batches = bench_setup.random_batches(n, args.batch, args.seq, vocab, steps.batch_shardings(mesh),
+                                       NUM_DOMAINS)
   result = {"vocab": vocab, "num_params": cfg.num_params()}
   for kind in ("plain", "proxy"):
     num_domain_state = NUM_DOMAINS if kind == "proxy" else None
@@ -151,14 +133,12 @@ def main(argv=None) -> int:
   print(format_table(results))
   print(f"{meta['date']}  {meta['machine']}  jax {meta['jax']}  "
         f"load avg {', '.join(f'{x:.1f}' for x in meta['load_average'])}")
-  bad = [r["vocab"] for r in results for k in ("plain", "proxy") if r[k]["compiles"] != 1]
+  bad = [f"vocab {r['vocab']}" for r in results for k in ("plain", "proxy")
+         if r[k]["compiles"] != 1]
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"meta": meta, "results": results}, f, indent=2)
-  if bad:
-    print(f"error: a step function compiled more than once (vocab {bad})", file=sys.stderr)
-    return 1
-  return 0
+  return bench_setup.exit_status(bad)
 
 
 if __name__ == "__main__":

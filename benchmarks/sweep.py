@@ -28,10 +28,9 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import bench_setup  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
-from doremi_jax.core import model as model_lib  # noqa: E402
 from doremi_jax.core import partitioning, steps  # noqa: E402
 from doremi_jax.core import train_state as ts  # noqa: E402
 
@@ -51,19 +50,6 @@ def cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def _batches(n: int, batch: int, seq: int, vocab: int, shardings, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(n):
-    targets = rng.integers(1, vocab, size=(batch, seq), dtype=np.int32)
-    host = {"targets": targets,
-            "inputs": np.concatenate([np.zeros((batch, 1), np.int32), targets[:, :-1]], 1),
-            "loss_mask": np.ones((batch, seq), np.float32),
-            "domain_ids": (np.arange(batch) % NUM_DOMAINS).astype(np.int32)}
-    out.append({k: jax.device_put(v, shardings[k]) for k, v in host.items()})
-  return out
-
-
 class _Runner:
   """A step function and the state it donates and replaces on every call."""
 
@@ -81,12 +67,7 @@ class _Runner:
 
 def _variants(vocab: int, args) -> dict[str, list[_Runner]]:
   """Each variant is a list of runners; one timed "step" calls all of them once."""
-  cfg = model_lib.TransformerConfig(
-      vocab_size=vocab, num_layers=2, emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512,
-      tied_embeddings=not args.untied, dtype="float32", param_dtype="float32")
-  mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  lm = model_lib.TransformerLM(cfg)
-  optimizer = ts.make_optimizer(10_000)
+  cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied)
   seq = args.seq
 
   _, plain_sh = ts.state_shardings(lm, optimizer, mesh, seq, None)
@@ -121,8 +102,10 @@ def _call(runners: list[_Runner], batch) -> None:
 
 def bench_vocab(vocab: int, args) -> dict:
   variants = _variants(vocab, args)
-  batches = _batches(NUM_BATCHES, args.batch, args.seq, vocab, steps.batch_shardings(
-      partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])))
+  batches = bench_setup.random_batches(
+      NUM_BATCHES, args.batch, args.seq, vocab,
+      steps.batch_shardings(partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])),
+      NUM_DOMAINS)
   first = {}
   for name, runners in variants.items():  # compile, then one more untimed call
     t0 = time.perf_counter()
@@ -201,10 +184,7 @@ def main(argv=None) -> int:
     print(format_table(r, args), flush=True)
     bad += [f"vocab {v} {n}" for n, c in r["compiles"].items() if any(x != 1 for x in c)]
   print(f"load avg at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-  if bad:
-    print(f"error: a step function compiled more than once ({', '.join(bad)})", file=sys.stderr)
-    return 1
-  return 0
+  return bench_setup.exit_status(bad)
 
 
 if __name__ == "__main__":

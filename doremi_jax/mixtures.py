@@ -115,7 +115,7 @@ def describe_vocabulary(vocab: seqio.Vocabulary) -> dict[str, Any]:
   info: dict[str, Any] = {"type": type(vocab).__name__, "vocab_size": int(vocab.vocab_size)}
   path = getattr(vocab, "sentencepiece_model_file", None)
   if path:
-    info["path"] = os.path.abspath(path)
+    info["path"] = portable_path(path)
     info["sha256"] = storage.file_sha256(path) if os.path.exists(path) else None
   return info
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import zstandard
 
 import gin
 from doremi_jax import corpus as corpus_cli
-from doremi_jax import errors, mixtures
+from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.data import corpus_build, corpus_reader, tokenizer
 from doremi_jax.run import config, pipeline  # noqa: F401  (pipeline: every configurable the gin files bind)
 from doremi_jax.tasks import corpus as corpus_tasks
@@ -320,3 +321,26 @@ def test_cli_stats_and_errors(user_corpus, tmp_path, capsys):
   for what, proc in procs.items():
     _, err = proc.communicate(timeout=120)
     _error_line(what, proc.returncode, err)
+
+
+def test_export_is_portable(tmp_path, monkeypatch):
+  """An export made where the corpus lives under one data root imports on a "machine" where
+  it lives under another: data paths are stored relative to $DOREMI_DATA_ROOT."""
+  here, there = tmp_path / "here", tmp_path / "there"
+  write_user_corpus(here / "corpus")
+  monkeypatch.setenv("DOREMI_DATA_ROOT", str(here))
+  names = corpus_tasks.register_corpus(str(here / "corpus"), prefix="port", vocab_size=VOCAB)
+  weights = {n: w for n, w in zip(names, (0.4, 0.3, 0.2, 0.1))}
+  paths = mixture_files.write_exports(str(tmp_path / "export"), "port_mix", weights,
+                                      {"tokenizer": mixtures.tokenizer_record("port_uniform")})
+  assert mixtures.registration_specs(names)[0]["kwargs"]["corpus_dir"] == "$DOREMI_DATA_ROOT/corpus"
+  assert str(here) not in (tmp_path / "export" / "port_mix.py").read_text()
+  here.rename(there)
+  code = ("from doremi_jax import mixture_files, mixtures\n"
+          f"m = mixture_files.load_module({paths['module']!r})\n"
+          "print(mixtures.mixture_rates(m.MIXTURE_NAME))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=120, env={**os.environ, "DOREMI_DATA_ROOT": str(there)})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rates = eval(proc.stdout.strip().splitlines()[-1])  # pylint: disable=eval-used
+  assert rates == pytest.approx(weights)
