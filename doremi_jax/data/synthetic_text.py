@@ -1,7 +1,7 @@
 """A real-text corpus with a known DoReMi answer, generated deterministically in code.
 
 Four domains, written as ``<domain>.jsonl`` (a ``text`` field a line) so they take the
-real path: corpus dir -> SentencePiece tokenizer -> SeqIO Tasks (``tasks.synthetic_text``).
+real path: corpus dir -> SentencePiece tokenizer -> SeqIO Tasks (``doremi_jax.tasks.synthetic_text``).
 
   * ``random``     - words of random letters and digits: nothing to learn beyond the
     character frequencies, so reference and proxy both sit at the entropy floor.
@@ -16,7 +16,7 @@ DoReMi should give ``random`` and ``constant`` low weight (no excess loss to cha
 ``grammar`` and ``arithmetic`` high weight. The learnable domains are also the larger
 ones, so the token-count baseline mixture favours them too.
 
-    python -m doremi_jax.synthetic_text OUT_DIR [--seed N] [--scale X]
+    python -m doremi_jax.data.synthetic_text OUT_DIR [--seed N] [--scale X]
 """
 from __future__ import annotations
 
@@ -279,7 +279,7 @@ def write_corpus(out_dir: str, seed: int = 0, scale: float = 1.0) -> dict[str, i
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m doremi_jax.synthetic_text",
+  ap = argparse.ArgumentParser(prog="python -m doremi_jax.data.synthetic_text",
                                description=__doc__.splitlines()[0])
   ap.add_argument("out_dir", help="where <domain>.jsonl and manifest.json are written")
   ap.add_argument("--seed", type=int, default=0)
