@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch", "local_multihost.sh")
 
 
 def _run(tmp, run_gin, model_dir, *extra):
-  cmd = [LAUNCH, "2", "4", os.path.join(ROOT, ".venv", "bin", "python"), "-m", "doremi_jax.train",
+  cmd = [LAUNCH, "2", "4", sys.executable, "-m", "doremi_jax.train",
          f"--gin_file={run_gin}", "--gin_file=experiments/synthetic.gin",
          f'--gin.MODEL_DIR="{model_dir}"', "--gin.TRAIN_STEPS=6", "--gin.train.progress=False",
          "--gin.train.log_every=3", "--gin.make_mesh.mesh_shape=(4, 1, 2)", *extra]
