@@ -81,3 +81,9 @@ def test_cli_runs_from_outside_the_repo(installed, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (model_dir / "train_summary.json").exists()
   assert "import doremi_jax.tasks.synthetic" in (model_dir / "config.gin").read_text()
+  # The pipeline finds experiments/ and runs/ gin files the same way (stopped at its first check).
+  proc = subprocess.run([sys.executable, "-m", "doremi_jax.pipeline",
+                         "--gin_file=experiments/synthetic.gin", "--gin.pipeline.seeds=[]"],
+                        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+      "error: pipeline.seeds must be distinct integers, got []"), proc.stderr[-2000:]

@@ -1,7 +1,8 @@
 """A real-text corpus with a known DoReMi answer, generated deterministically in code.
 
 Four domains, written as ``<domain>.jsonl`` (a ``text`` field a line) so they take the
-real path: corpus dir -> SentencePiece tokenizer -> SeqIO Tasks (``doremi_jax.tasks.synthetic_text``).
+real path: corpus dir -> SentencePiece tokenizer -> SeqIO Tasks
+(``doremi_jax.tasks.synthetic_text``).
 
   * ``random``     - words of random letters and digits: nothing to learn beyond the
     character frequencies, so reference and proxy both sit at the entropy floor.
