@@ -22,10 +22,10 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator, Mapping
 
+import gin
 import seqio
 import tensorflow as tf
 
-import gin
 from doremi_jax import errors, mixtures
 from doremi_jax.data import corpus_reader, corpus_stats, domains, tokenizer
 

@@ -9,6 +9,7 @@ reuses its SentencePiece tokenizer and registers ``embedded_<domain>`` Tasks plu
 from __future__ import annotations
 
 import gin
+
 from doremi_jax.data import corpus_build, tokenizer
 from doremi_jax.tasks import corpus
 

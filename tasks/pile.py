@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import gin
 import seqio
 
-import gin
 from doremi_jax import errors, mixtures
 from doremi_jax.data import corpus_reader, corpus_stats, domains, tokenizer
 from doremi_jax.tasks import corpus

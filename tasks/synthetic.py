@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import zlib
 
+import gin
 import numpy as np
 import seqio
 import tensorflow as tf
 
-import gin
 from doremi_jax import mixtures
 from doremi_jax.data import domains
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import gin
+
 from doremi_jax import storage
 from doremi_jax.data import synthetic_text, tokenizer
 from doremi_jax.tasks import corpus

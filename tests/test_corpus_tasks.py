@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gin
 import numpy as np
 import pytest
 import seqio
 import zstandard
 
-import gin
 from doremi_jax import corpus as corpus_cli
 from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.data import corpus_build, corpus_reader, tokenizer

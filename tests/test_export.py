@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import os
 
+import gin
 import pytest
 import seqio
 
-import gin
 from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.tasks import synthetic
 

@@ -11,11 +11,10 @@ import dataclasses
 import math
 
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import optax
-
-import gin
 
 Init = nn.initializers
 

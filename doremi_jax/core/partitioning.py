@@ -10,11 +10,11 @@ import math
 from typing import Any, Sequence
 
 import flax.linen as nn
+import gin
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-import gin
 from doremi_jax import errors
 
 MESH_AXES = ("data", "fsdp", "model")

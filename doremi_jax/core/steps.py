@@ -11,12 +11,12 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-import gin
 from doremi_jax.core import doremi, partitioning
 from doremi_jax.core.train_state import TrainState
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import flax
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import optax
 
-import gin
 from doremi_jax.core import partitioning
 
 

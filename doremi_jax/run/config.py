@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import doremi_jax
 import gin
+
+import doremi_jax
 from doremi_jax import errors, mixture_files
 from doremi_jax.run import distributed
 

@@ -10,10 +10,10 @@ import math
 import os
 from typing import Any, Mapping
 
+import gin
 import jax
 import numpy as np
 
-import gin
 from doremi_jax import errors, mixtures, tables
 from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps

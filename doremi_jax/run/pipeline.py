@@ -12,6 +12,7 @@ import shutil
 from typing import Any, Mapping, Sequence
 
 import gin
+
 from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.core import steps
 from doremi_jax.run import comparison, paths, report

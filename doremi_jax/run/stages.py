@@ -8,6 +8,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 import gin
+
 from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.run import config, evaluate, paths, trainer
 
