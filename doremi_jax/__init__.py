@@ -35,14 +35,17 @@ _link_checkout_tasks()
 
 
 def import_tensorflow_quietly() -> None:
-  """Imports TensorFlow with fd 2 silenced: its C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL
-  and would otherwise precede every one-line error of our CLIs."""
+  """Imports TensorFlow with fd 2 silenced and hides accelerators from it (JAX owns them;
+  TF only reads data): its C++ start-up lines, and a failed CUDA probe when it lists
+  devices, ignore TF_CPP_MIN_LOG_LEVEL and would otherwise precede every one-line error
+  of our CLIs."""
   if "tensorflow" in _sys.modules:
     return
   saved, devnull = _os.dup(2), _os.open(_os.devnull, _os.O_WRONLY)
   try:
     _os.dup2(devnull, 2)
-    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow  # here, not at the top: seconds to load, only where data is read
+    tensorflow.config.set_visible_devices([], "GPU")
   finally:
     _os.dup2(saved, 2)
     _os.close(saved)
