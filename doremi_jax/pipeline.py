@@ -140,18 +140,21 @@ def _arm_modules(experiment_dir: str, arms) -> dict[str, tuple[str, list[str]]]:
 def _main_runs(stages: _Stages, experiment_dir: str, arms: Mapping[str, tuple[str, list[str]]],
                seeds: Sequence[int], main_steps: int, main_files: Sequence[str],
                uniform_mixture: str, eval_splits: Sequence[str]) -> dict[str, Any]:
-  """Every arm x seed trained the same way, each evaluated on the same held-out sets."""
+  """Every arm x seed trained the same way, each evaluated on the same held-out sets.
+  Returns ``({split: {arm: {seed: eval}}}, [wall seconds of each main run])``."""
   evals: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in eval_splits}
+  seconds = []
   for arm, (mixture, modules) in arms.items():
     for seed in seeds:
       main_dir = os.path.join(experiment_dir, "main", arm, f"seed_{seed}")
-      stages.train("runs/main.gin", main_dir, main_steps,
-                   [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}"], modules,
-                   main_files)
+      summary = stages.train("runs/main.gin", main_dir, main_steps,
+                             [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}"],
+                             modules, main_files)
+      seconds.append(summary["wall_seconds"])
       for split in eval_splits:
         evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(
             main_dir, uniform_mixture, split)
-  return evals
+  return evals, seconds
 
 
 @gin.configurable(denylist=["stages"])
@@ -196,8 +199,8 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
   for k in range(1, rounds + 1):
     round_dir = os.path.join(experiment_dir, f"round_{k}")
     ref_dir, proxy_dir = os.path.join(round_dir, "reference"), os.path.join(round_dir, "proxy")
-    stages.train("runs/reference.gin", ref_dir, reference_steps,
-                 [f"BASELINE_MIXTURE = {reference_mixture!r}"], reference_modules)
+    ref_summary = stages.train("runs/reference.gin", ref_dir, reference_steps,
+                               [f"BASELINE_MIXTURE = {reference_mixture!r}"], reference_modules)
     name = f"{export_prefix}_round{k}"
     summary = stages.train("runs/proxy.gin", proxy_dir, proxy_steps,
                            [f"UNIFORM_MIXTURE = {uniform_mixture!r}",
@@ -210,7 +213,9 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
                                       np.array([previous.get(d, 0.0) for d in domains])))
     rounds_out.append({"round": k, "reference_mixture": reference_mixture,
                        "average_domain_weights": weights, "l1_change": change,
-                       "export": proxies[0]["export"], "proxies": proxies})
+                       "export": proxies[0]["export"], "proxies": proxies,
+                       "reference_seconds": ref_summary["wall_seconds"],
+                       "proxy_seconds": summary["wall_seconds"]})
     print(f"[pipeline] round {k}: L1 change of the weights {change:.4f}", flush=True)
     if tolerance is not None and change < tolerance:
       break
@@ -239,8 +244,12 @@ def pipeline(stages: _Stages, experiment_dir: str = gin.REQUIRED,
             **{a: (v["mixture"], [v["export"]["module"]]) for a, v in doremi_arms.items()},
             **extra}
     splits = list(dict.fromkeys([selection_split, report_split]))
-    evals = _main_runs(stages, experiment_dir, arms, seeds, main_steps, main_gin_files,
-                       uniform_mixture, splits)
+    evals, main_seconds = _main_runs(stages, experiment_dir, arms, seeds, main_steps,
+                                     main_gin_files, uniform_mixture, splits)
+    result["cost_seconds"] = {
+        "reference_and_proxy": sum(r["reference_seconds"] + r["proxy_seconds"]
+                                   for r in rounds_out),
+        "main_run_median": float(np.median(main_seconds))}
     comparisons = {split: comparison.compare_arms(evals[split]) for split in splits}
     selected = comparison.best_arm(comparisons[selection_split], candidates=list(doremi_arms))
     result.update({"main": evals, "comparison": comparisons, "selected_arm": selected,
