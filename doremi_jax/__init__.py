@@ -19,7 +19,11 @@ def import_tensorflow_quietly() -> None:
   saved, devnull = _os.dup(2), _os.open(_os.devnull, _os.O_WRONLY)
   try:
     _os.dup2(devnull, 2)
-    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    # TF is only a data library here: keep it off accelerators (JAX owns them). Done inside
+    # the silenced window because probing for CUDA logs "failed call to cuInit" on machines
+    # with CUDA libraries but no GPU, whatever TF_CPP_MIN_LOG_LEVEL says.
+    tensorflow.config.set_visible_devices([], "GPU")
   finally:
     _os.dup2(saved, 2)
     _os.close(saved)

@@ -22,7 +22,6 @@ import tensorflow as tf  # noqa: E402
 
 from doremi_jax import errors, tasks_lib  # noqa: E402
 
-tf.config.set_visible_devices([], "GPU")  # keep TF off accelerators; JAX owns them
 
 
 def _domain_lookup(domains: Sequence[str]) -> tf.lookup.StaticHashTable:
