@@ -45,6 +45,9 @@ def import_tensorflow_quietly() -> None:
   try:
     _os.dup2(devnull, 2)
     import tensorflow  # here, not at the top: seconds to load, only where data is read
+    # TF is only a data library here: keep it off accelerators (JAX owns them). Done inside
+    # the silenced window because probing for CUDA logs "failed call to cuInit" on machines
+    # with CUDA libraries but no GPU, whatever TF_CPP_MIN_LOG_LEVEL says.
     tensorflow.config.set_visible_devices([], "GPU")
   finally:
     _os.dup2(saved, 2)

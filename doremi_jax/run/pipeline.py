@@ -12,6 +12,7 @@ import shutil
 from typing import Any, Mapping, Sequence
 
 import gin
+import numpy as np
 
 from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.core import steps
@@ -47,8 +48,8 @@ def _rounds(stages, experiment_dir: str, baseline_mixture: str, baseline_rates, 
   for k in range(1, rounds + 1):
     round_dir = paths.round_dir(experiment_dir, k)
     ref_dir, proxy_dir = os.path.join(round_dir, "reference"), os.path.join(round_dir, "proxy")
-    stages.train("runs/reference.gin", ref_dir, reference_steps,
-                 [f"BASELINE_MIXTURE = {reference_mixture!r}"], reference_files)
+    ref_summary = stages.train("runs/reference.gin", ref_dir, reference_steps,
+                               [f"BASELINE_MIXTURE = {reference_mixture!r}"], reference_files)
     name = f"{export_prefix}_round{k}"
     summary = stages.train("runs/proxy.gin", proxy_dir, proxy_steps,
                            [f"UNIFORM_MIXTURE = {uniform_mixture!r}",
@@ -58,7 +59,9 @@ def _rounds(stages, experiment_dir: str, baseline_mixture: str, baseline_rates, 
     change = mixtures.l1_distance(weights, previous, domains)
     out.append({"round": k, "reference_mixture": reference_mixture,
                 "average_domain_weights": weights, "l1_change": change,
-                "export": proxies[0]["export"], "proxies": proxies})
+                "export": proxies[0]["export"], "proxies": proxies,
+                "reference_seconds": ref_summary["wall_seconds"],
+                "proxy_seconds": summary["wall_seconds"]})
     print(f"[pipeline] round {k}: L1 change of the weights {change:.4f}", flush=True)
     if tolerance is not None and change < tolerance:
       break
@@ -129,8 +132,12 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
             **{a: (v["mixture"], [v["export"]["json"]]) for a, v in doremi_arms.items()},
             **extra}
     splits = list(dict.fromkeys([selection_split, report_split]))
-    evals = stages_lib.main_runs(stages, experiment_dir, arms, seeds, main_steps,
-                                 main_gin_files, uniform_mixture, splits)
+    evals, main_seconds = stages_lib.main_runs(stages, experiment_dir, arms, seeds, main_steps,
+                                               main_gin_files, uniform_mixture, splits)
+    result["cost_seconds"] = {
+        "reference_and_proxy": sum(r["reference_seconds"] + r["proxy_seconds"]
+                                   for r in rounds_out),
+        "main_run_median": float(np.median(main_seconds))}
     comparisons = {split: comparison.compare_arms(evals[split]) for split in splits}
     selected = comparison.best_arm(comparisons[selection_split], candidates=list(doremi_arms))
     result.update({"main": evals, "comparison": comparisons, "selected_arm": selected,

@@ -128,6 +128,12 @@ def write_report(experiment_dir: str, result: dict[str, Any]) -> str:
     md += [f"DoReMi arm chosen on {result['selection']}: **{result['selected_arm']}**. "
            f"Every number below is on the `{split}` split, which no choice looked at.", ""]
     md += comparison.comparison_markdown(result["comparison"][split])
+    cost = result.get("cost_seconds")
+    if cost:
+      md += ["", f"DoReMi's extra cost: reference + proxy training took "
+             f"{cost['reference_and_proxy']:.0f} s, {cost['reference_and_proxy'] / cost['main_run_median']:.1f}x "
+             f"one main run ({cost['main_run_median']:.0f} s, median); at this scale the proxy "
+             "is as large as the main model, so DoReMi costs more than the run it tunes."]
     md += ["", f"![comparison]({os.path.basename(plot)})", ""]
   md += ["## Exports", ""] + [f"- {k}: `{os.path.relpath(v, experiment_dir)}`"
                               for k, v in result["export"].items()]

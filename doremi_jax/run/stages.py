@@ -99,18 +99,21 @@ def arm_mixtures(experiment_dir: str, arms) -> dict[str, tuple[str, list[str]]]:
 def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[int],
               main_steps: int, main_files: Sequence[str], uniform_mixture: str,
               eval_splits: Sequence[str]) -> dict[str, Any]:
-  """Every arm x seed trained the same way, each evaluated on the same held-out sets."""
+  """Every arm x seed trained the same way, each evaluated on the same held-out sets.
+  Returns ``({split: {arm: {seed: eval}}}, [wall seconds of each main run])``."""
   evals: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in eval_splits}
+  seconds = []
   for arm, (mixture, modules) in arms.items():
     for seed in seeds:
       main_dir = paths.main_run_dir(experiment_dir, arm, seed)
-      stages.train("runs/main.gin", main_dir, main_steps,
-                   [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}"], modules,
-                   main_files)
+      summary = stages.train("runs/main.gin", main_dir, main_steps,
+                             [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}"],
+                             modules, main_files)
+      seconds.append(summary["wall_seconds"])
       for split in eval_splits:
         evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(
             main_dir, uniform_mixture, split)
-  return evals
+  return evals, seconds
 
 
 def fingerprint(gin_files: Sequence[str], bindings: Sequence[str]) -> dict[str, Any]:
