@@ -12,11 +12,12 @@ import shutil
 from typing import Any, Mapping, Sequence
 
 import gin
+import jax
 import numpy as np
 
 from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.core import steps
-from doremi_jax.run import comparison, paths, report
+from doremi_jax.run import comparison, lock, paths, report
 from doremi_jax.run import stages as stages_lib
 
 
@@ -31,8 +32,11 @@ def _check_experiment_dir(experiment_dir: str, fingerprint: dict[str, Any],
           f"{experiment_dir!r} holds a different experiment (its gin config changed); "
           "choose a new pipeline.experiment_dir or pass --gin.pipeline.overwrite=True")
     if overwrite and previous.get("config_sha256") != fingerprint["config_sha256"]:
-      shutil.rmtree(experiment_dir)
-  elif os.path.isdir(experiment_dir) and os.listdir(experiment_dir) and not overwrite:
+      for entry in os.listdir(experiment_dir):  # all but the lock this process holds
+        path_ = os.path.join(experiment_dir, entry)
+        if entry != lock.LOCK_FILE:
+          shutil.rmtree(path_) if os.path.isdir(path_) else os.remove(path_)
+  elif os.path.isdir(experiment_dir) and lock.holds_outputs(experiment_dir) and not overwrite:
     raise errors.DoremiError(f"{experiment_dir!r} is not empty and is not a pipeline dir; "
                              "choose a new pipeline.experiment_dir")
   os.makedirs(experiment_dir, exist_ok=True)
@@ -115,41 +119,43 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   if sorted(baseline_rates) != sorted(domains):
     raise errors.DoremiError(f"{baseline_mixture!r} and {uniform_mixture!r} have different domains")
   user_arms = stages_lib.load_arms(dict(extra_arms or {}), domains)
-  _check_experiment_dir(experiment_dir, stages_lib.fingerprint(stages.gin_files, stages.bindings),
-                        overwrite)
-  extra = stages_lib.arm_mixtures(experiment_dir, user_arms)
-  rounds_out = _rounds(stages, experiment_dir, baseline_mixture, baseline_rates, uniform_mixture,
-                       domains, rounds, tolerance, reference_steps, proxy_steps, export_prefix)
-  doremi_arms = _export_doremi_arms(experiment_dir, rounds_out[-1], export_prefix,
-                                    len(rounds_out))
-  result: dict[str, Any] = {
-      "experiment_dir": experiment_dir, "domains": domains, "baseline_mixture": baseline_mixture,
-      "baseline_weights": baseline_rates, "rounds": rounds_out, "doremi_arms": doremi_arms,
-      "tokenizer": mixtures.tokenizer_record(uniform_mixture), "seeds": list(seeds)}
-  selected = next(iter(doremi_arms))
-  if run_main:
-    arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []),
-            **{a: (v["mixture"], [v["export"]["json"]]) for a, v in doremi_arms.items()},
-            **extra}
-    splits = list(dict.fromkeys([selection_split, report_split]))
-    evals, main_seconds = stages_lib.main_runs(stages, experiment_dir, arms, seeds, main_steps,
-                                               main_gin_files, uniform_mixture, splits)
-    result["cost_seconds"] = {
-        "reference_and_proxy": sum(r["reference_seconds"] + r["proxy_seconds"]
-                                   for r in rounds_out),
-        "main_run_median": float(np.median(main_seconds))}
-    comparisons = {split: comparison.compare_arms(evals[split]) for split in splits}
-    selected = comparison.best_arm(comparisons[selection_split], candidates=list(doremi_arms))
-    result.update({"main": evals, "comparison": comparisons, "selected_arm": selected,
-                   "selection": f"lowest mean average_bits_per_byte on {selection_split}",
-                   "report_split": report_split})
-  chosen = doremi_arms[selected]
-  result["doremi_weights"] = chosen["weights"]
-  result["export"] = (chosen["export"] if chosen["mixture"] == export_prefix else
-                      mixture_files.write_exports(
-                          os.path.join(experiment_dir, paths.EXPORT_SUBDIR), export_prefix,
-                          chosen["weights"], {"selected_arm": selected, **chosen["setting"]},
-                          overwrite=True))
-  paths.write_json(os.path.join(experiment_dir, paths.SUMMARY_FILE), result)
-  result["report"] = report.write_report(experiment_dir, result)
-  return result
+  # One live pipeline per experiment dir (each stage also locks its own MODEL_DIR).
+  with lock.RunLock(experiment_dir, "experiment dir", enabled=jax.process_index() == 0):
+    _check_experiment_dir(experiment_dir, stages_lib.fingerprint(stages.gin_files, stages.bindings),
+                          overwrite)
+    extra = stages_lib.arm_mixtures(experiment_dir, user_arms)
+    rounds_out = _rounds(stages, experiment_dir, baseline_mixture, baseline_rates, uniform_mixture,
+                         domains, rounds, tolerance, reference_steps, proxy_steps, export_prefix)
+    doremi_arms = _export_doremi_arms(experiment_dir, rounds_out[-1], export_prefix,
+                                      len(rounds_out))
+    result: dict[str, Any] = {
+        "experiment_dir": experiment_dir, "domains": domains, "baseline_mixture": baseline_mixture,
+        "baseline_weights": baseline_rates, "rounds": rounds_out, "doremi_arms": doremi_arms,
+        "tokenizer": mixtures.tokenizer_record(uniform_mixture), "seeds": list(seeds)}
+    selected = next(iter(doremi_arms))
+    if run_main:
+      arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []),
+              **{a: (v["mixture"], [v["export"]["json"]]) for a, v in doremi_arms.items()},
+              **extra}
+      splits = list(dict.fromkeys([selection_split, report_split]))
+      evals, main_seconds = stages_lib.main_runs(stages, experiment_dir, arms, seeds, main_steps,
+                                                 main_gin_files, uniform_mixture, splits)
+      result["cost_seconds"] = {
+          "reference_and_proxy": sum(r["reference_seconds"] + r["proxy_seconds"]
+                                     for r in rounds_out),
+          "main_run_median": float(np.median(main_seconds))}
+      comparisons = {split: comparison.compare_arms(evals[split]) for split in splits}
+      selected = comparison.best_arm(comparisons[selection_split], candidates=list(doremi_arms))
+      result.update({"main": evals, "comparison": comparisons, "selected_arm": selected,
+                     "selection": f"lowest mean average_bits_per_byte on {selection_split}",
+                     "report_split": report_split})
+    chosen = doremi_arms[selected]
+    result["doremi_weights"] = chosen["weights"]
+    result["export"] = (chosen["export"] if chosen["mixture"] == export_prefix else
+                        mixture_files.write_exports(
+                            os.path.join(experiment_dir, paths.EXPORT_SUBDIR), export_prefix,
+                            chosen["weights"], {"selected_arm": selected, **chosen["setting"]},
+                            overwrite=True))
+    paths.write_json(os.path.join(experiment_dir, paths.SUMMARY_FILE), result)
+    result["report"] = report.write_report(experiment_dir, result)
+    return result

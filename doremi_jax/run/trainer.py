@@ -20,7 +20,7 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import checkpoints, config, metrics, paths
+from doremi_jax.run import checkpoints, config, lock, metrics, paths
 from doremi_jax.run.proxy import ProxyExtras
 
 
@@ -42,15 +42,10 @@ class RunSettings:
   export_name: str | None = None
 
 
-def _has_outputs(model_dir: str) -> bool:
-  """True unless the dir is empty or holds only empty folders (e.g. an aborted start)."""
-  return any(files for _, _, files in os.walk(model_dir))
-
-
 def check_model_dir(model_dir: str, resume: bool) -> dict | None:
   """Protects other runs' outputs; returns the summary if this run already finished."""
   summary_path = os.path.join(model_dir, paths.TRAIN_SUMMARY_FILE)
-  if os.path.isdir(model_dir) and _has_outputs(model_dir):
+  if os.path.isdir(model_dir) and lock.holds_outputs(model_dir):
     if not resume:
       raise errors.DoremiError(
           f"model dir {model_dir!r} is not empty; pass --gin.RESUME=True to resume it "
@@ -193,10 +188,11 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
   if not isinstance(train_steps, int) or isinstance(train_steps, bool) or train_steps <= 0:
     raise errors.DoremiError(f"TRAIN_STEPS must be a positive integer, got {train_steps!r}")
   model_dir = os.path.abspath(model_dir)
-  finished = check_model_dir(model_dir, resume)
-  if finished is not None and finished.get("steps") == train_steps:
-    return finished
-  run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
-                    kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
-                    log_every, progress, export_name)
-  return Trainer(run).run()
+  with lock.RunLock(model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
+    finished = check_model_dir(model_dir, resume)
+    if finished is not None and finished.get("steps") == train_steps:
+      return finished
+    run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
+                      kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
+                      log_every, progress, export_name)
+    return Trainer(run).run()
