@@ -1,7 +1,9 @@
 """One-line user errors: bad input is reported as a single line and exit code 2."""
 from __future__ import annotations
 
+import atexit
 import functools
+import os
 import sys
 from typing import TYPE_CHECKING, Callable
 
@@ -39,6 +41,15 @@ def _one_line(exc: BaseException) -> str:
   return text if len(text) < 400 else text[:397] + "..."
 
 
+def _silence_stderr() -> None:
+  """At exit after a user error: TensorFlow's C++ destructors (e.g. a cached dataset's
+  iterator, read only in part) log past TF_CPP_MIN_LOG_LEVEL and would follow the one line."""
+  sys.stderr.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+
+
 def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
   """Decorates a CLI main: user errors become ``error: <one line>`` and exit 2."""
 
@@ -47,7 +58,8 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | N
     try:
       return main(*args, **kwargs)
     except (DoremiError, FileNotFoundError) as exc:
-      print(f"error: {_one_line(exc)}", file=sys.stderr)
+      print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
+      atexit.register(_silence_stderr)
       sys.exit(2)
     except KeyboardInterrupt:
       print("error: interrupted (checkpoints written so far are kept)", file=sys.stderr)
