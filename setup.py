@@ -18,7 +18,7 @@ setuptools.setup(
     install_requires=[
         "jax", "flax", "optax", "orbax-checkpoint", "seqio", "tensorflow-cpu",
         "tensorflow-datasets", "gin-config", "tensorboardX", "tqdm", "matplotlib",
-        "sentencepiece", "zstandard", "pyyaml", "scipy",
+        "sentencepiece", "zstandard", "pyyaml", "scipy", "apache-beam", "grain", "array_record",
     ],
     extras_require={"test": ["pytest", "hypothesis"], "lint": ["ruff"]},
     entry_points={

@@ -2,6 +2,12 @@
 
     python -m doremi_jax.corpus build [--out DIR] [--cap-bytes N]
     python -m doremi_jax.corpus stats DIR [--vocab 8000|bytes] [--tokenizer PATH]
+    python -m doremi_jax.corpus prepare --source=pile:DIR|dir:DIR|embedded --out=DIR \\
+        [--vocab_size=N | --tokenizer=PATH] [--sequence_length=L] [Beam pipeline options]
+
+``prepare`` is the Apache Beam job of ``doremi_jax.data.prepare``: packed per-domain
+ArrayRecord shards plus ``manifest.json``, for training at scale (DirectRunner here;
+``--runner=DataflowRunner|FlinkRunner|SparkRunner ...`` elsewhere).
 
 ``stats`` prints one row per domain - documents, characters and tokens of the train
 and validation splits, and the domain's rate in the token-count baseline mixture -
@@ -82,6 +88,20 @@ def stats(corpus_dir: str, vocab: str | int, tokenizer_path: str | None,
         f"{t1 - t0:.1f}s); counts {t2 - t1:.1f}s; validation fraction {validation_fraction}")
 
 
+def prepare(args: argparse.Namespace, beam_args: Sequence[str]) -> None:
+  """Runs the Beam job; flags it does not know are Beam pipeline options."""
+  from doremi_jax.data import prepare as prepare_lib  # imports Beam (seconds)
+  start = time.perf_counter()
+  manifest = prepare_lib.prepare(
+      args.source, args.out, args.tokenizer, args.vocab_size, args.sequence_length,
+      args.validation_fraction, args.shard_bytes, args.sample_chars,
+      args.array_record_options, beam_args)
+  print(prepare_lib.summary(manifest))
+  print(f"{args.out}/{prepare_lib.MANIFEST}: {len(manifest['domains'])} domains, sequence "
+        f"length {manifest['sequence_length']}, tokenizer "
+        f"{manifest['tokenizer'].get('path', 'bytes')}, {time.perf_counter() - start:.1f}s")
+
+
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
   ap = argparse.ArgumentParser(prog="python -m doremi_jax.corpus",
@@ -102,7 +122,24 @@ def main(argv: Sequence[str] | None = None) -> None:
   s.add_argument("--domains", help="comma-separated subset of the corpus's domains")
   s.add_argument("--sample-chars", type=int, default=tokenizer.DEFAULT_SAMPLE_CHARS,
                  help="characters per domain used to train the tokenizer")
-  args = ap.parse_args(argv)
+  p = sub.add_parser("prepare", help="the Beam job: packed per-domain token shards + manifest")
+  p.add_argument("--source", required=True, help="pile:DIR, dir:DIR or embedded")
+  p.add_argument("--out", required=True, help="output dir (local or a Beam filesystem URL)")
+  p.add_argument("--tokenizer", help="SentencePiece .model to use, or 'bytes'")
+  p.add_argument("--vocab_size", type=int, help="train a SentencePiece model of this size")
+  p.add_argument("--sequence_length", type=int, default=1024)
+  p.add_argument("--validation_fraction", type=float, default=0.05)
+  p.add_argument("--shard_bytes", type=int, default=256 << 20,
+                 help="text bytes per output shard (each is packed in one worker's memory)")
+  p.add_argument("--sample_chars", type=int, default=tokenizer.DEFAULT_SAMPLE_CHARS,
+                 help="characters per domain to train the tokenizer on")
+  p.add_argument("--array_record_options", default="group_size:1,uncompressed")
+  args, beam_args = ap.parse_known_args(argv)
+  if args.command == "prepare":
+    prepare(args, beam_args)
+    return
+  if beam_args:
+    ap.error(f"unrecognized arguments: {' '.join(beam_args)}")
   if args.command == "build":
     build(args.out, args.cap_bytes, args.domains, args.cache_dir)
   else:

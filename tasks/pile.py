@@ -14,84 +14,32 @@ Registered: ``pile_<domain>`` Tasks, ``pile_baseline`` (the paper's baseline wei
 """
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import gin
 import seqio
 
-from doremi_jax import errors, mixtures
+from doremi_jax import mixtures
 from doremi_jax.data import corpus_reader, corpus_stats, domains, tokenizer
-from doremi_jax.tasks import corpus
+from doremi_jax.data.pile import (  # noqa: F401  (re-exported)
+  NAMED_MIXTURES,
+  PILE_BASELINE_WEIGHTS,
+  PILE_DOMAINS,
+  PILE_DOREMI_280M_WEIGHTS,
+  iter_pile,
+  pile_files,
+  split_files,
+)
+from doremi_jax.tasks import corpus, prepared
 
 PREFIX = "pile"
-# Published weights (DoReMi paper; figures in doremi_reference.md). Each column sums
-# to 1.0001 as published (rounding); mixtures are normalised when registered.
-PILE_BASELINE_WEIGHTS: dict[str, float] = {
-    "Pile-CC": 0.1121, "PubMed Central": 0.1071, "Books3": 0.0676, "OpenWebText2": 0.1247,
-    "ArXiv": 0.1052, "Github": 0.0427, "FreeLaw": 0.0386, "StackExchange": 0.0929,
-    "USPTO Backgrounds": 0.0420, "PubMed Abstracts": 0.0845, "Gutenberg (PG-19)": 0.0199,
-    "OpenSubtitles": 0.0124, "Wikipedia (en)": 0.0919, "DM Mathematics": 0.0198,
-    "Ubuntu IRC": 0.0074, "BookCorpus2": 0.0044, "EuroParl": 0.0043, "HackerNews": 0.0075,
-    "YoutubeSubtitles": 0.0042, "PhilPapers": 0.0027, "NIH ExPorter": 0.0052,
-    "Enron Emails": 0.0030,
-}
-PILE_DOREMI_280M_WEIGHTS: dict[str, float] = {
-    "Pile-CC": 0.6057, "PubMed Central": 0.0046, "Books3": 0.0224, "OpenWebText2": 0.1019,
-    "ArXiv": 0.0036, "Github": 0.0179, "FreeLaw": 0.0043, "StackExchange": 0.0153,
-    "USPTO Backgrounds": 0.0036, "PubMed Abstracts": 0.0113, "Gutenberg (PG-19)": 0.0072,
-    "OpenSubtitles": 0.0047, "Wikipedia (en)": 0.0699, "DM Mathematics": 0.0018,
-    "Ubuntu IRC": 0.0093, "BookCorpus2": 0.0061, "EuroParl": 0.0062, "HackerNews": 0.0134,
-    "YoutubeSubtitles": 0.0502, "PhilPapers": 0.0274, "NIH ExPorter": 0.0063,
-    "Enron Emails": 0.0070,
-}
-PILE_DOMAINS: tuple[str, ...] = tuple(PILE_BASELINE_WEIGHTS)
-NAMED_MIXTURES = {"baseline": PILE_BASELINE_WEIGHTS, "doremi_280m": PILE_DOREMI_280M_WEIGHTS}
 
 
 def task_name(domain: str, prefix: str = PREFIX) -> str:
   """``"Gutenberg (PG-19)"`` -> ``"pile_gutenberg_pg_19"``."""
   return f"{prefix}_{corpus_reader.sanitize(domain)}"
-
-
-def pile_files(pile_dir: str) -> list[Path]:
-  """The ``*.jsonl.zst`` files under a directory (recursively) or matching a glob."""
-  path = os.path.expanduser(pile_dir)
-  if os.path.isdir(path):
-    files = sorted(Path(path).rglob("*.jsonl.zst"))
-  else:
-    files = sorted(Path(p) for p in glob.glob(path, recursive=True) if p.endswith(".jsonl.zst"))
-  if not files:
-    raise errors.DoremiError(f"no Pile *.jsonl.zst files at {pile_dir!r}")
-  return files
-
-
-def split_files(files: Sequence[Path]) -> dict[str, list[Path]]:
-  """train/validation/test files (``val*``, ``test*``); without ``val*`` files every split
-  is taken from the train files by document hash (``corpus_reader.split_of``)."""
-  val = [f for f in files if f.name.startswith("val")]
-  test = [f for f in files if f.name.startswith("test")]
-  train = [f for f in files if f not in val and f not in test]
-  if not train:
-    raise errors.DoremiError("no Pile training files (only val*/test* files found)")
-  if val and not test:
-    raise errors.DoremiError("Pile val* files without test* files: add the test files, or "
-                             "remove both to split the train files by document hash")
-  return {"train": train, "validation": val, "test": test}
-
-
-def iter_pile(files: Sequence[Path]) -> Iterator[tuple[str, str]]:
-  """(pile_set_name, text) for each document."""
-  for path in files:
-    for lineno, obj in corpus_reader.iter_json_lines(path):
-      text, meta = obj.get("text"), obj.get("meta") or {}
-      name = meta.get("pile_set_name") if isinstance(meta, dict) else None
-      if not isinstance(text, str) or not isinstance(name, str):
-        raise errors.DoremiError(f"{path}:{lineno}: expected 'text' and 'meta.pile_set_name'")
-      if text.strip():
-        yield name, text
 
 
 def iter_domain(splits: dict[str, list[Path]], domain: str, split: str,
@@ -150,4 +98,19 @@ def register_pile(pile_dir: str = gin.REQUIRED, prefix: str = PREFIX,
       validation_fraction=validation_fraction, sample_chars=sample_chars),
       path_args=("pile_dir", "vocabulary"))
   corpus.check_model_vocab(names[0], model_vocab_size)
+  return names
+
+
+@gin.configurable
+def register_pile_prepared(prepared_dir: str = gin.REQUIRED, prefix: str = PREFIX,
+                           model_vocab_size: int | None = None) -> list[str]:
+  """The Pile prepared by ``doremi-corpus prepare --source=pile:DIR``: its domain Tasks,
+  ``<prefix>_natural`` (its train token counts), ``<prefix>_uniform`` and the paper's
+  ``<prefix>_baseline`` / ``<prefix>_doremi_280m`` over the domains it holds."""
+  names = prepared.register_prepared(prepared_dir, prefix, model_vocab_size=model_vocab_size)
+  held = set(names)
+  for suffix, table in NAMED_MIXTURES.items():
+    rates = {task_name(d, prefix): w for d, w in table.items() if task_name(d, prefix) in held}
+    if rates:
+      mixtures.register_mixture(f"{prefix}_{suffix}", rates)
   return names

@@ -195,17 +195,18 @@ def test_gin_corpus_and_embedded_slice(user_corpus, tmp_path):
     gin.bind_parameter("%TOKENIZER_VOCAB_SIZE", VOCAB)
     with pytest.raises(errors.DoremiError, match="VOCAB_SIZE=300 .* has 320 tokens"):
       config.register_tasks()
-    # A ~60 KB slice of the real embedded corpus, built from the package cache.
+    # A ~60 KB slice of the real embedded corpus, built from the package cache and prepared
+    # by the Beam job.
     gin.clear_config()
     config.configure(["experiments/embedded.gin"], [
         f"EMBEDDED_CORPUS_DIR = '{tmp_path / 'emb'}'", "EMBEDDED_CAP_BYTES = 60000",
-        "VOCAB_SIZE = 512"])
+        "VOCAB_SIZE = 512", f"PREPARED_DIR = '{tmp_path / 'prep'}'"])
     try:
       config.register_tasks()
     except corpus_build.CorpusBuildError as exc:
       pytest.skip(f"embedded corpus cannot be built here: {exc}")
     built = json.loads((tmp_path / "emb" / "manifest.json").read_text())["domains"]
-    rates = mixtures.mixture_rates("embedded_baseline")
+    rates = mixtures.mixture_rates("embedded_natural")  # from the prepared manifest
     assert sorted(rates) == sorted(f"embedded_{d}" for d in built) and min(rates.values()) > 0
     ex = next(seqio.get_mixture_or_task("embedded_uniform").get_dataset(
         {"targets": 128}, split="train", shuffle=True, seed=0).as_numpy_iterator())

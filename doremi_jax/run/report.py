@@ -131,7 +131,8 @@ def write_report(experiment_dir: str, result: dict[str, Any]) -> str:
     cost = result.get("cost_seconds")
     if cost:
       md += ["", f"DoReMi's extra cost: reference + proxy training took "
-             f"{cost['reference_and_proxy']:.0f} s, {cost['reference_and_proxy'] / cost['main_run_median']:.1f}x "
+             f"{cost['reference_and_proxy']:.0f} s, "
+             f"{cost['reference_and_proxy'] / cost['main_run_median']:.1f}x "
              f"one main run ({cost['main_run_median']:.0f} s, median); at this scale the proxy "
              "is as large as the main model, so DoReMi costs more than the run it tunes."]
     md += ["", f"![comparison]({os.path.basename(plot)})", ""]

@@ -20,7 +20,7 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import checkpoints, config, lock, metrics, paths
+from doremi_jax.run import checkpoints, config, lock, metrics, paths, training_input
 from doremi_jax.run.proxy import ProxyExtras
 
 
@@ -102,10 +102,9 @@ class Trainer:
                                     resumed=latest is not None, write=self.is_writer)
     if self.is_writer:
       config.write_operative_config(os.path.join(run.model_dir, paths.CONFIG_FILE))
-    ds = seqio_input.seqio_dataset(self.provider, run.task_feature_lengths, "train",
-                                   run.batch_size, self.domains, shuffle=True, seed=run.seed,
-                                   skip_batches=self.start)
-    self.batches = seqio_input.global_batches(ds, steps.batch_shardings(self.mesh, rules))
+    self.batches, self.input_kind = training_input.training_batches(
+        self.provider, self.domains, run.task_feature_lengths, run.batch_size, run.seed,
+        self.start, steps.batch_shardings(self.mesh, rules))
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
     self.last: dict[str, Any] | None = None
@@ -161,6 +160,7 @@ class Trainer:
         "kind": run.kind, "steps": run.train_steps, "model_dir": run.model_dir,
         "mixture_or_task_name": run.mixture_or_task_name, "domains": self.domains,
         "batch_size": run.batch_size, "sequence_length": self.seq_len, "seed": run.seed,
+        "input": self.input_kind,
         "model": {"num_params": self.model_config.num_params(), **self.model_config.__dict__},
         "final_loss": np.asarray(last["loss"]).tolist() if last else None,
         "tokens_per_second": float(last["tokens_per_second"]) if last else None,

@@ -1,0 +1,157 @@
+"""Tokens/s of the prepared-data grain input vs what the training step consumes; resume cost.
+
+    python benchmarks/input_pipeline.py                     # embedded corpus, vocab 2048
+    python benchmarks/input_pipeline.py --json /tmp/input.json --proxy-batches 20
+
+Prepares the embedded corpus (``python -m doremi_jax.prepare --source=embedded``) at
+sequence lengths 128 and 1024 into ``--work`` (reused when present), then on this host:
+
+  * input alone: ``grain_input.MixtureInput`` with the natural mixture, batches read
+    through ``batches_from`` (grain threads), at the demo shape (16 x 128) and the
+    280M-proxy shape (512 x 1024, one host's batch);
+  * the step: the demo model's plain and DoReMi proxy steps at 16 x 128 (one CPU device),
+    as tokens/s, and a loop that feeds the input's batches into the plain step, as
+    steps/s beside the bare step's;
+  * resume: seconds from building the input to its first batch at step 10 vs 100,000.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import step_time  # noqa: E402  (benchmarks/step_time.py: the bare step benchmark)
+
+from doremi_jax import grain_input, partitioning, prepare, prepared, steps  # noqa: E402  # noqa: E402
+from doremi_jax import model as model_lib  # noqa: E402
+from doremi_jax import train_state as ts  # noqa: E402
+
+
+def prepared_corpus(work: str, length: int, vocab: int) -> prepared.PreparedCorpus:
+  out = os.path.join(work, f"embedded_L{length}_V{vocab}")
+  if not os.path.exists(os.path.join(out, prepared.MANIFEST)):
+    model = os.path.join(work, f"embedded_L128_V{vocab}", "tokenizer", f"spm_{vocab}.model")
+    t0 = time.perf_counter()
+    prepare.prepare("embedded", out, model=model if os.path.exists(model) else None,
+                    vocab_size=vocab, sequence_length=length)
+    print(f"prepared {out} in {time.perf_counter() - t0:.1f}s", flush=True)
+  return prepared.load(out)
+
+
+def input_tokens_per_s(corpus, batch: int, batches: int, threads: int) -> dict:
+  source = grain_input.MixtureInput(corpus, corpus.natural_weights(), batch, seed=0,
+                                    num_threads=threads)
+  it = source.batches_from(0)
+  for _ in range(3):
+    next(it)
+  t0 = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  seconds = time.perf_counter() - t0
+  tokens = batches * batch * corpus.sequence_length
+  return {"batch": batch, "length": corpus.sequence_length, "batches": batches,
+          "seconds": seconds, "tokens_per_s": tokens / seconds,
+          "batches_per_s": batches / seconds}
+
+
+def loop_vs_bare(corpus, vocab: int, n: int) -> dict:
+  """Plain step fed by the input (host batch -> device_put -> step) vs the bare step."""
+  cfg = model_lib.TransformerConfig(vocab_size=vocab, num_layers=2, emb_dim=128, num_heads=4,
+                                    head_dim=32, mlp_dim=512, tied_embeddings=False)
+  mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+  lm, optimizer = model_lib.TransformerLM(cfg), ts.make_optimizer(10_000)
+  _, shardings = ts.state_shardings(lm, optimizer, mesh, 128, None)
+  step = steps.make_train_step("plain", lm, optimizer, mesh, shardings, len(corpus.domains))
+  put = steps.batch_shardings(mesh)
+  state = ts.init_state(lm, optimizer, mesh, 128, 0, None)
+  source = grain_input.MixtureInput(corpus, corpus.natural_weights(), 16, seed=0)
+  it = source.batches_from(0)
+  device = lambda b: {k: jax.device_put(v, put[k]) for k, v in b.items()}  # noqa: E731
+  fixed = device(next(it))
+  for _ in range(3):
+    state, _ = step(state, fixed)
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  for _ in range(n):
+    state, _ = step(state, fixed)
+  jax.block_until_ready(state)
+  bare = (time.perf_counter() - t0) / n
+  t0 = time.perf_counter()
+  for _ in range(n):
+    state, _ = step(state, device(next(it)))
+  jax.block_until_ready(state)
+  fed = (time.perf_counter() - t0) / n
+  return {"bare_steps_per_s": 1 / bare, "fed_steps_per_s": 1 / fed, "fed/bare": bare / fed}
+
+
+def resume_seconds(corpus, steps_to_try, repeats: int) -> dict[int, float]:
+  """Median seconds from nothing (no cached row pattern) to the first batch, per step;
+  the steps alternate so load changes hit both alike."""
+  times: dict[int, list[float]] = {s: [] for s in steps_to_try}
+  for _ in range(repeats):
+    for step in steps_to_try:
+      grain_input.row_pattern.cache_clear()
+      t0 = time.perf_counter()
+      source = grain_input.MixtureInput(corpus, corpus.natural_weights(), 16, seed=0)
+      next(source.batches_from(step))
+      times[step].append(time.perf_counter() - t0)
+  return {s: statistics.median(t) for s, t in times.items()}
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--work", default=os.path.join(os.environ.get("DOREMI_CACHE") or
+                                                 os.path.expanduser("~/.cache/doremi_jax"),
+                                                 "input_bench"))
+  ap.add_argument("--vocab", type=int, default=2048)
+  ap.add_argument("--demo-batches", type=int, default=400)
+  ap.add_argument("--proxy-batches", type=int, default=10)
+  ap.add_argument("--threads", type=int, default=2, help="grain read threads")
+  ap.add_argument("--steps", type=int, default=20, help="timed steps (step benchmarks)")
+  ap.add_argument("--json", metavar="PATH")
+  args = ap.parse_args(argv)
+  demo_corpus = prepared_corpus(args.work, 128, args.vocab)
+  proxy_corpus = prepared_corpus(args.work, 1024, args.vocab)
+  demo = input_tokens_per_s(demo_corpus, 16, args.demo_batches, args.threads)
+  proxy = input_tokens_per_s(proxy_corpus, 512, args.proxy_batches, args.threads)
+  step_args = SimpleNamespace(untied=True, warmup=2, steps=args.steps, batch=16, seq=128)
+  bare = step_time.bench_vocab(args.vocab, step_args)
+  step_tokens = {k: 16 * 128 / bare[k]["median_s"] for k in ("plain", "proxy")}
+  loop = loop_vs_bare(demo_corpus, args.vocab, args.steps)
+  resume = resume_seconds(demo_corpus, (10, 100_000), 5)
+  result = {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "load": os.getloadavg(),
+      "jax": jax.__version__, "command": " ".join(["benchmarks/input_pipeline.py"] +
+                                                  (argv or sys.argv[1:])),
+      "input_demo": demo, "input_proxy_shape": proxy, "step_tokens_per_s": step_tokens,
+      "loop": loop, "resume_first_batch_s": resume,
+      "resume_ratio": resume[100_000] / resume[10]}
+  print(f"{'shape':>12} {'input tok/s':>12} {'plain step tok/s':>17} {'proxy step tok/s':>17} "
+        f"{'input/plain':>11} {'input/proxy':>11}")
+  print(f"{'16 x 128':>12} {demo['tokens_per_s']:12,.0f} {step_tokens['plain']:17,.0f} "
+        f"{step_tokens['proxy']:17,.0f} {demo['tokens_per_s'] / step_tokens['plain']:11.1f} "
+        f"{demo['tokens_per_s'] / step_tokens['proxy']:11.1f}")
+  print(f"{'512 x 1024':>12} {proxy['tokens_per_s']:12,.0f} {'(not measured)':>17}")
+  print(f"plain step: bare {loop['bare_steps_per_s']:.2f} steps/s, fed by the input "
+        f"{loop['fed_steps_per_s']:.2f} steps/s ({loop['fed/bare']:.2f} of bare)")
+  print(f"resume: first batch at step 10 {resume[10]:.3f}s, at step 100,000 "
+        f"{resume[100_000]:.3f}s, ratio {result['resume_ratio']:.2f} (target < 1.5)")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+  return 0 if result["resume_ratio"] < 1.5 else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

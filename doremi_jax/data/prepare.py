@@ -1,0 +1,265 @@
+"""Prepare a corpus once, as an Apache Beam pipeline, into packed token sequences.
+
+    doremi-corpus prepare --source=pile:/data/pile --out=/data/pile_prepared \\
+        --vocab_size=50000 [--sequence_length=1024] [Beam options, e.g. --runner=...]
+
+Reads every source file once, splits documents deterministically
+(``corpus_reader.split_of``, or the Pile's ``val*``/``test*`` files), groups them by
+(domain, split, shard), sorts each shard's documents by a hash of their text, tokenizes
+them, appends EOS (id 1) and packs them *within the domain* into ``sequence_length``
+records (the trailing partial record of a shard is dropped). Each shard is an ArrayRecord
+file ``OUT/<domain>/<split>-NNNNN-of-MMMMM.array_record`` (``group_size:1`` for random
+access; a record is ``sequence_length`` little-endian int32 ids); ``OUT/manifest.json``
+lists per domain and split the documents, tokens, sequences and shards (with sha256),
+and the tokenizer. The same input gives byte-identical files on any runner.
+
+SeqIO's ``beam_utils``/``cache_tasks_main`` cache one Task at a time (each Pile domain
+Task would read all of the Pile again) and pack per source shard, so this is a plain
+Beam pipeline. Unrecognised flags are Beam pipeline options: ``--runner=DataflowRunner
+--project=P --region=R --temp_location=gs://...`` (or FlinkRunner / SparkRunner); workers
+need this package installed (``--setup_file`` or a custom container).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from doremi_jax import errors, storage, tables
+from doremi_jax.data import prepare_io, prepare_sources, tokenizer
+
+DEFAULT_SEQUENCE_LENGTH = 1024
+DEFAULT_SHARD_BYTES = 256 << 20  # text per shard: a shard is packed in one worker's memory
+DEFAULT_ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
+MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+EOS_ID = 1
+FORMAT_VERSION = 1
+
+
+def make_encoder(model_proto: bytes | None):
+  """texts -> lists of ids: SentencePiece from its serialized model, or seqio's byte ids."""
+  if model_proto is None:
+    return lambda texts: [(np.frombuffer(t.encode("utf-8"), np.uint8).astype(np.int32) + 3)
+                          for t in texts]
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  sp = spm.SentencePieceProcessor(model_proto=model_proto)
+  return lambda texts: [np.asarray(ids, np.int32) for ids in sp.encode(list(texts))]
+
+
+def pack(token_lists: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, int]:
+  """(sequences [n, length], tokens incl. EOS): documents joined with EOS, cut in order."""
+  if not token_lists:
+    return np.zeros((0, length), np.int32), 0
+  eos = np.asarray([EOS_ID], np.int32)
+  flat = np.concatenate([part for ids in token_lists for part in (ids, eos)])
+  n = len(flat) // length
+  return flat[:n * length].reshape(n, length), len(flat)
+
+
+def shard_path(domain: str, split: str, bucket: int, buckets: int) -> str:
+  return f"{domain}/{split}-{bucket:05d}-of-{buckets:05d}.array_record"
+
+
+def write_shard(out_dir: str, shard: str, sequences: np.ndarray, options: str) -> str:
+  """Writes the records, publishes the file and returns its sha256."""
+  from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=g-import-not-at-top
+  fd, tmp = tempfile.mkstemp(suffix=".array_record")
+  os.close(fd)
+  writer = ArrayRecordWriter(tmp, options)
+  for row in sequences.astype("<i4", copy=False):
+    writer.write(row.tobytes())
+  writer.close()
+  digest = prepare_io.sha256(tmp)
+  prepare_io.publish(tmp, prepare_io.join(out_dir, shard))
+  return digest
+
+
+_ENCODERS: dict = {}  # model proto -> encoder, loaded once per worker process
+
+
+def pack_shard(element, out_dir: str, model_proto: bytes | None, length: int,
+               options: str) -> dict:
+  """One (domain, split, shard) group -> its ArrayRecord file and its counts."""
+  (domain, split, bucket, buckets), texts = element
+  encode = _ENCODERS.get(model_proto)
+  if encode is None:
+    encode = _ENCODERS[model_proto] = make_encoder(model_proto)
+  docs = sorted(texts, key=lambda t: (prepare_sources.document_key(t), t))
+  sequences, tokens = pack(encode(docs), length)
+  shard = shard_path(domain, split, bucket, buckets)
+  record = {"domain": domain, "split": split, "bucket": bucket, "documents": len(docs),
+            "tokens": tokens, "sequences": len(sequences)}
+  if len(sequences):
+    record["shard"] = {"path": shard, "sequences": len(sequences),
+                       "sha256": write_shard(out_dir, shard, sequences, options)}
+  return record
+
+
+def assemble_manifest(records: Iterable[dict], header: dict) -> dict:
+  """Per-shard records -> per domain and split totals and the sorted list of shards."""
+  domains: dict[str, dict] = {}
+  for r in sorted(records, key=lambda r: (r["domain"], r["split"], r["bucket"])):
+    splits = domains.setdefault(r["domain"], {s: {"documents": 0, "tokens": 0, "sequences": 0,
+                                                  "shards": []}
+                                              for s in ("train", "validation", "test")})
+    entry = splits[r["split"]]
+    for key in ("documents", "tokens", "sequences"):
+      entry[key] += r[key]
+    if "shard" in r:
+      entry["shards"].append(r["shard"])
+  return {**header, "domains": domains}
+
+
+def _bucket(doc, buckets: dict) -> tuple:
+  domain, split, text = doc
+  n = buckets[(domain, split)]
+  return (domain, split, prepare_sources.document_key(text) % n, n), text
+
+
+def build_pipeline(root, plan: prepare_sources.SourcePlan, out_dir: str, header: dict,
+                   model_proto: bytes | None, validation_fraction: float,
+                   sequence_length: int, shard_bytes: int, options: str):
+  """Adds the prepare transforms to a Beam pipeline ``root``."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  docs = (root | "ListFiles" >> beam.Create(list(plan.files))
+          | "SpreadFiles" >> beam.Reshuffle()
+          | "ReadDocuments" >> beam.FlatMap(prepare_sources.read_file, validation_fraction))
+  buckets = (docs | "TextBytes" >> beam.Map(lambda d: ((d[0], d[1]), len(d[2].encode("utf-8"))))
+             | "BytesPerSplit" >> beam.CombinePerKey(sum)
+             | "ShardCount" >> beam.Map(lambda kv: (kv[0], max(1, -(-kv[1] // shard_bytes)))))
+  records = (docs | "AssignShard" >> beam.Map(_bucket, beam.pvalue.AsDict(buckets))
+             | "GroupShards" >> beam.GroupByKey()
+             | "PackShards" >> beam.Map(pack_shard, out_dir, model_proto, sequence_length,
+                                        options))
+  _ = (records | "AllShards" >> beam.combiners.ToList()
+       | "WriteManifest" >> beam.Map(lambda rs: prepare_io.write_text(
+           prepare_io.join(out_dir, MANIFEST),
+           json.dumps(assemble_manifest(rs, header), indent=1, sort_keys=True) + "\n")))
+
+
+def resolve_tokenizer(plan: prepare_sources.SourcePlan, out_dir: str, model: str | None,
+                      vocab_size: int | None, validation_fraction: float,
+                      sample_chars: int) -> tuple[bytes | None, dict]:
+  """(serialized SentencePiece model or None for bytes, manifest entry). A trained model
+  lives under ``OUT/tokenizer`` (or the cache when OUT is remote), never in the source."""
+  if model == tokenizer.BYTES:
+    return None, {"type": tokenizer.BYTES, "vocab_size": 259}
+  origin = model or f"trained on the train split ({vocab_size} tokens)"
+  if model is None:
+    if vocab_size is None:
+      raise errors.DoremiError("give --tokenizer=PATH (or 'bytes') or --vocab_size=N to train one")
+    local = os.path.join(out_dir, TOKENIZER_DIR)
+    if prepare_io.is_remote(out_dir):  # train in the cache, keyed by the source's fingerprint
+      key = hashlib.sha256(json.dumps(sorted(plan.fingerprints.items())).encode()).hexdigest()
+      local = str(storage.cache_root() / "tokenizers" / key[:16])
+    model = str(tokenizer.ensure_sentencepiece(
+        local, vocab_size, plan.fingerprints,
+        lambda: prepare_sources.train_documents(plan, validation_fraction), sample_chars,
+        settings={"validation_fraction": validation_fraction, "splits": plan.split_rule}))
+  if not prepare_io.is_remote(model) and not os.path.isfile(os.path.expanduser(model)):
+    raise errors.DoremiError(f"tokenizer model {model!r} not found")
+  proto = prepare_io.read_bytes(model)
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  try:
+    size = spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
+  except RuntimeError:
+    raise errors.DoremiError(f"{model!r} is not a SentencePiece model") from None
+  if vocab_size is not None and vocab_size != size:
+    raise errors.DoremiError(f"--vocab_size={vocab_size} but {model} has {size} tokens")
+  name = f"{TOKENIZER_DIR}/{os.path.basename(model)}"
+  dest = prepare_io.join(out_dir, name)
+  if os.path.abspath(os.path.expanduser(model)) != os.path.abspath(dest):
+    fd, tmp = tempfile.mkstemp()
+    with os.fdopen(fd, "wb") as f:
+      f.write(proto)
+    prepare_io.publish(tmp, dest)
+  return proto, {"type": tokenizer.SENTENCEPIECE, "path": name, "origin": origin,
+                 "sha256": hashlib.sha256(proto).hexdigest(), "vocab_size": size}
+
+
+def _check_out_dir(plan: prepare_sources.SourcePlan, out_dir: str) -> None:
+  """Writing into a corpus dir would add a "domain" to it (and change its fingerprint)."""
+  if plan.root is None or prepare_io.is_remote(out_dir):
+    return
+  root = os.path.realpath(plan.root)
+  out = os.path.realpath(out_dir)
+  if out == root or out.startswith(root + os.sep):
+    raise errors.DoremiError(f"--out={out_dir} is inside the source corpus {plan.root}; "
+                             "write elsewhere")
+
+
+def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int | None = None,
+            sequence_length: int = DEFAULT_SEQUENCE_LENGTH, validation_fraction: float = 0.05,
+            shard_bytes: int = DEFAULT_SHARD_BYTES,
+            sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
+            array_record_options: str = DEFAULT_ARRAY_RECORD_OPTIONS,
+            pipeline_args: Sequence[str] = (),
+            plan: prepare_sources.SourcePlan | None = None) -> dict:
+  """Runs the pipeline (DirectRunner unless ``pipeline_args`` say otherwise); returns the
+  manifest (read back from ``OUT/manifest.json``). ``plan``: ``source`` already resolved."""
+  if sequence_length < 2:
+    raise errors.DoremiError(f"--sequence_length must be at least 2, got {sequence_length}")
+  if not 0.0 <= validation_fraction <= 0.5:
+    raise errors.DoremiError(f"--validation_fraction must be in [0, 0.5], got "
+                             f"{validation_fraction}")
+  if shard_bytes <= 0:
+    raise errors.DoremiError(f"--shard_bytes must be positive, got {shard_bytes}")
+  if not prepare_io.is_remote(out_dir):
+    out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  plan = plan or prepare_sources.resolve(source)
+  _check_out_dir(plan, out_dir)
+  if not prepare_io.is_remote(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+  proto, tok_entry = resolve_tokenizer(plan, out_dir, model, vocab_size, validation_fraction,
+                                       sample_chars)
+  header = {"version": FORMAT_VERSION, "source": source, "sequence_length": sequence_length,
+            "format": "array_record", "array_record_options": array_record_options,
+            "record": f"{sequence_length} little-endian int32 token ids",
+            "eos_id": EOS_ID, "pad_id": 0, "tokenizer": tok_entry,
+            "split_rule": {"rule": plan.split_rule, "validation_fraction": validation_fraction,
+                           "function": "doremi_jax.data.corpus_reader.split_of",
+                           "meaning": "sha1(text)[:8] as u in [0,1): validation u<f, "
+                                      "test f<=u<2f, else train"},
+            "shard_order": "documents sorted by sha1(text)[8:16], then text",
+            "source_fingerprints": dict(sorted(plan.fingerprints.items()))}
+  beam, PipelineOptions = _import_beam_quietly()
+  if not any(a.startswith("--runner") for a in pipeline_args):  # errors come back as ours
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+  try:
+    with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as root:
+      build_pipeline(root, plan, out_dir, header, proto, validation_fraction, sequence_length,
+                     shard_bytes, array_record_options)
+  except errors.DoremiError as exc:  # Beam appends the step name; keep the user's line first
+    raise errors.DoremiError(str(exc).split(" [while running")[0].strip()) from None
+  manifest = json.loads(prepare_io.read_bytes(prepare_io.join(out_dir, MANIFEST)))
+  if not manifest["domains"]:
+    raise errors.DoremiError(f"source {source!r} has no documents")
+  return manifest
+
+
+def _import_beam_quietly():
+  """apache_beam warns on the root logger about optional GCP clients at import."""
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.ERROR)
+  try:
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
+  finally:
+    root.setLevel(level)
+  return beam, PipelineOptions
+
+
+def summary(manifest: dict) -> str:
+  rows = [[d] + [s[split][k] for split in ("train", "validation", "test")
+                 for k in ("documents", "tokens", "sequences")] + [len(s["train"]["shards"])]
+          for d, s in manifest["domains"].items()]
+  header = ["domain"] + [f"{k} {s[:5]}" for s in ("train", "validation", "test")
+                         for k in ("docs", "tokens", "seqs")] + ["train shards"]
+  return tables.text(header, rows)
