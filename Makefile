@@ -38,6 +38,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/sweep.py
+	$(PY) benchmarks/input_pipeline.py
 
 clean-venv:
 	rm -rf $(VENV)

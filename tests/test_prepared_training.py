@@ -75,3 +75,34 @@ def test_sequence_length_other_than_prepared_is_one_line(prepared_dir, tmp_path)
   lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
   assert lines[-1].startswith("error: ") and "sequence_length=64" in lines[-1], proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_pile_sample_trains_from_prepared_data(tmp_path):
+  """A Pile-format sample through ``doremi-corpus prepare --source=pile:`` and
+  ``experiments/pile.gin`` (shrunk to the tiny model): the paper's baseline weights over
+  the domains present, read through grain."""
+  import zstandard  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  names = ["Pile-CC", "Github", "Wikipedia (en)"]
+  word = lambda: "".join(rng.choice(list("abcdefghijklmnop"), rng.integers(2, 9)))  # noqa: E731
+  rows = [{"text": " ".join(word() for _ in range(rng.integers(20, 120))),
+           "meta": {"pile_set_name": names[i % 3]}} for i in range(600)]
+  (tmp_path / "pile").mkdir()
+  data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+  (tmp_path / "pile" / "00.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+  out = str(tmp_path / "pile_prepared")
+  prepare.prepare(f"pile:{tmp_path / 'pile'}", out, vocab_size=320, sequence_length=LEN)
+  model_dir = str(tmp_path / "ref")
+  proc = subprocess.run(
+      [sys.executable, "-m", "doremi_jax.train", "--gin_file=runs/reference.gin",
+       "--gin_file=experiments/pile.gin", "--gin_file=models/tiny.gin",
+       "--gin.TransformerConfig.remat=False", f'--gin.PREPARED_DIR="{out}"',
+       f"--gin.SEQUENCE_LENGTH={LEN}", "--gin.VOCAB_SIZE=320", "--gin.BATCH_SIZE=8",
+       f'--gin.MODEL_DIR="{model_dir}"', "--gin.TRAIN_STEPS=4", "--gin.train.progress=False",
+       "--gin.train.log_every=2"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+      timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(model_dir, "train_summary.json")) as f:
+    summary = json.load(f)
+  assert summary["input"] == "grain" and summary["mixture_or_task_name"] == "pile_baseline"
+  assert summary["domains"] == ["pile_github", "pile_pile_cc", "pile_wikipedia_en"]
