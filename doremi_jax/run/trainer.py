@@ -1,9 +1,9 @@
 """Training for the reference, proxy (DoReMi) and main runs: ``train`` (gin) and ``Trainer``.
 
 A run writes into ``MODEL_DIR`` (names in ``run/paths.py``): ``config.gin`` (operative
-config), orbax ``checkpoints/``, TensorBoard events, ``train_summary.json`` when finished
-and, for the proxy, ``domain_weights.jsonl`` plus its averaged weights. It refuses a
-non-empty ``MODEL_DIR`` unless ``RESUME = True``.
+config; ``config.<step>.gin`` for each resumed start), orbax ``checkpoints/``, TensorBoard
+events, ``train_summary.json`` when finished and, for the proxy, ``domain_weights.jsonl``
+plus its averaged weights. It refuses a non-empty ``MODEL_DIR`` unless ``RESUME = True``.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class Trainer:
       self.state = self.proxy.start(self.state, shardings, single_abstract,
                                     resumed=latest is not None, write=self.is_writer)
     if self.is_writer:
-      config.write_operative_config(os.path.join(run.model_dir, paths.CONFIG_FILE))
+      config.write_operative_config(paths.config_file(run.model_dir, self.start))
     self.batches, self.input_kind = training_input.training_batches(
         self.provider, self.domains, run.task_feature_lengths, run.batch_size, run.seed,
         self.start, steps.batch_shardings(self.mesh, rules))
