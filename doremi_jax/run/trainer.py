@@ -92,14 +92,17 @@ class Trainer:
     self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)
     latest = self.checkpointer.latest_step() if run.resume else None
     self.start = latest or 0
+    # The last log before the checkpoint: a run resumed at its last step still reports it.
+    self.last: dict[str, Any] | None = None
     if latest is not None:
       self.state = self.checkpointer.restore(abstract, latest)
+      self.last = self.checkpointer.metadata(latest).get("last_log")
     else:
       self.state = ts.init_state(lm, optimizer, self.mesh, self.seq_len, run.seed,
                                  num_domain_state, rules=rules, shardings=single_shardings)
     if self.proxy:
-      self.state = self.proxy.start(self.state, shardings, single_abstract,
-                                    resumed=latest is not None, write=self.is_writer)
+      self.state = self.proxy.start(self.state, shardings, single_abstract, self.start,
+                                    write=self.is_writer)
     if self.is_writer:
       config.write_operative_config(paths.config_file(run.model_dir, self.start))
     self.batches, self.input_kind = training_input.training_batches(
@@ -107,7 +110,6 @@ class Trainer:
         self.start, steps.batch_shardings(self.mesh, rules))
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
-    self.last: dict[str, Any] | None = None
 
   def do_step(self, step: int):
     """One training step (asynchronous: metrics stay on device)."""
@@ -134,6 +136,14 @@ class Trainer:
       self.proxy.log(step, host)
     self.last = host
 
+  def save(self, step: int, force: bool) -> bool:
+    """A checkpoint (on the interval, or forced) that keeps the last log with it."""
+    last_log = None if self.last is None else {
+        "loss": np.asarray(self.last["loss"]).tolist(),
+        "tokens_per_second": float(self.last["tokens_per_second"])}
+    return self.checkpointer.save(step, self.state, force=force,
+                                  metadata={"last_log": last_log})
+
   def run(self) -> dict[str, Any]:
     run = self.run_settings
     bar = metrics.progress_bar(self.start, run.train_steps, enabled=run.progress)
@@ -145,7 +155,7 @@ class Trainer:
           bar.set_postfix(loss=f"{float(np.mean(self.last['loss'])):.3f}",
                           tok_s=f"{float(self.last['tokens_per_second']):.0f}")
         bar.update(1)
-        self.checkpointer.save(step, self.state, force=step == run.train_steps)
+        self.save(step, force=step == run.train_steps)
     finally:
       bar.close()
       self.writer.close()
