@@ -4,6 +4,8 @@ A run writes into ``MODEL_DIR`` (names in ``run/paths.py``): ``config.gin`` (ope
 config; ``config.<step>.gin`` for each resumed start), orbax ``checkpoints/``, TensorBoard
 events, ``train_summary.json`` when finished and, for the proxy, ``domain_weights.jsonl``
 plus its averaged weights. It refuses a non-empty ``MODEL_DIR`` unless ``RESUME = True``.
+SIGTERM or SIGINT during ``run`` stop it after the current step with a checkpoint of that
+step (``run/preemption.py``), from which ``RESUME = True`` continues exactly.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import checkpoints, config, lock, metrics, paths, training_input
+from doremi_jax.run import checkpoints, config, lock, metrics, paths, preemption, training_input
 from doremi_jax.run.proxy import ProxyExtras
 
 
@@ -145,24 +147,32 @@ class Trainer:
                                   metadata={"last_log": last_log})
 
   def run(self) -> dict[str, Any]:
+    """Trains to ``train_steps``; on SIGTERM/SIGINT checkpoints the step it is in and raises
+    ``errors.Preempted`` once that checkpoint (and the trajectory) are on disk."""
     run = self.run_settings
     bar = metrics.progress_bar(self.start, run.train_steps, enabled=run.progress)
-    try:
-      for step in range(self.start + 1, run.train_steps + 1):
-        step_metrics = self.do_step(step - 1)
-        if step % run.log_every == 0 or step == run.train_steps:
-          self.log(step, step_metrics)
-          bar.set_postfix(loss=f"{float(np.mean(self.last['loss'])):.3f}",
-                          tok_s=f"{float(self.last['tokens_per_second']):.0f}")
-        bar.update(1)
-        self.save(step, force=step == run.train_steps)
-    finally:
-      bar.close()
-      self.writer.close()
-      self.checkpointer.close()
-      if self.proxy:
-        self.proxy.close()
-    return self.summary()
+    with preemption.StopRequest() as stop:  # until the summary is written
+      try:
+        for step in range(self.start + 1, run.train_steps + 1):
+          step_metrics = self.do_step(step - 1)
+          logged = step % run.log_every == 0 or step == run.train_steps
+          if logged:
+            self.log(step, step_metrics)
+            bar.set_postfix(loss=f"{float(np.mean(self.last['loss'])):.3f}",
+                            tok_s=f"{float(self.last['tokens_per_second']):.0f}")
+          bar.update(1)
+          saved = self.save(step, force=step == run.train_steps)
+          if step < run.train_steps and stop.should_stop(sync_point=logged):
+            if not saved:
+              self.save(step, force=True)
+            raise errors.Preempted(step, stop.exit_code)
+      finally:
+        bar.close()
+        self.writer.close()
+        self.checkpointer.close()  # waits for the last save to finish
+        if self.proxy:
+          self.proxy.close()
+      return self.summary()
 
   def summary(self) -> dict[str, Any]:
     run, last = self.run_settings, self.last
