@@ -11,12 +11,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+
+from doremi_jax.run import preemption
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -160,3 +163,23 @@ def test_kill_after_the_last_checkpoint_keeps_the_final_loss(runs):
   os.remove(os.path.join(model_dir, "train_summary.json"))
   _cli(*_args("plain", model_dir, None), "--gin.RESUME=True")
   assert _summary(model_dir)["final_loss"] == _summary(runs["plain"])["final_loss"] is not None
+
+
+def test_handlers_live_only_inside_the_block_and_the_main_thread():
+  before = {sig: signal.getsignal(sig) for sig in preemption.SIGNALS}
+  with preemption.StopRequest() as stop:
+    assert not stop.should_stop(sync_point=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)  # ignored: the first signal decides
+    assert stop.should_stop(sync_point=False) and stop.exit_code == 143
+  assert {sig: signal.getsignal(sig) for sig in preemption.SIGNALS} == before
+  seen = {}
+
+  def elsewhere():
+    with preemption.StopRequest():
+      seen.update({sig: signal.getsignal(sig) for sig in preemption.SIGNALS})
+
+  thread = threading.Thread(target=elsewhere)
+  thread.start()
+  thread.join()
+  assert seen == before  # Python installs handlers from the main thread only
