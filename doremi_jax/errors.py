@@ -15,6 +15,16 @@ class DoremiError(Exception):
   """A problem with the user's input or configuration (not a bug)."""
 
 
+class Preempted(Exception):
+  """A run stopped on a signal after checkpointing ``step``: not an error, so CLIs print
+  one line without ``error:`` and exit with ``exit_code`` (128 + the signal's number)."""
+
+  def __init__(self, step: int, exit_code: int):
+    self.line = f"preempted at step {step}; resume with RESUME=True"
+    super().__init__(self.line)  # gin adds lines to str(exc), not to ``line``
+    self.step, self.exit_code = step, exit_code
+
+
 def require_mixture_or_task(name: str) -> seqio.Task | seqio.Mixture:
   """Looks up a SeqIO provider, failing with the name and the registered choices."""
   import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name
@@ -51,12 +61,17 @@ def _silence_stderr() -> None:
 
 
 def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
-  """Decorates a CLI main: user errors become ``error: <one line>`` and exit 2."""
+  """Decorates a CLI main: user errors become ``error: <one line>`` and exit 2; a
+  preempted run prints its one line and exits 128 + the signal's number."""
 
   @functools.wraps(main)
   def wrapper(*args, **kwargs):
     try:
       return main(*args, **kwargs)
+    except Preempted as exc:
+      print(exc.line, file=sys.stderr, flush=True)
+      atexit.register(_silence_stderr)
+      sys.exit(exc.exit_code)
     except (DoremiError, FileNotFoundError) as exc:
       print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
       atexit.register(_silence_stderr)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -61,3 +63,60 @@ def test_two_processes_give_the_one_process_weights(prepared_dir, tmp_path):
   print(f"max |1x8 - 2x4| of the averaged weights: {np.abs(a - b).max():.2e}; weights {a}")
   np.testing.assert_allclose(one["final_loss"], two["final_loss"], rtol=1e-5)
   assert os.path.exists(os.path.join(str(tmp_path / "proxy_2x4"), "export"))
+
+
+def _params(model_dir, step):
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, "checkpoints", str(step), "params")
+  checkpointer = ocp.StandardCheckpointer()
+  one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # saved over 8 devices
+  target = jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device),
+      checkpointer.metadata(path).item_metadata.tree)
+  leaves = jax.tree_util.tree_leaves(checkpointer.restore(path, target))
+  return [np.asarray(x) for x in leaves]
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_host_stops_both_at_one_step(prepared_dir, tmp_path):
+  """SIGTERM to process 1 only: both processes stop at the same log step with a checkpoint of
+  it, and the resumed run ends bit for bit where the uninterrupted one does."""
+  steps = ["--gin.TRAIN_STEPS=40", "--gin.train.checkpoint_every=4"]
+  full = str(tmp_path / "full")
+  _run(prepared_dir, 2, 4, "runs/reference.gin", full, *steps)
+  model_dir = str(tmp_path / "stopped")
+  cmd = [sys.executable, "-m", "doremi_jax.train", "--gin_file=runs/reference.gin",
+         "--gin_file=experiments/prepared.gin", f'--gin.PREPARED_DIR="{prepared_dir}"',
+         f"--gin.SEQUENCE_LENGTH={LEN}", "--gin.VOCAB_SIZE=320", f'--gin.MODEL_DIR="{model_dir}"',
+         "--gin.train.progress=False", "--gin.train.log_every=3",
+         "--gin.make_mesh.mesh_shape=(4, 1, 2)", *steps]
+  port = str(20000 + os.getpid() % 20000)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", DOREMI_NUM_PROCESSES="2",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             DOREMI_COORDINATOR=f"127.0.0.1:{port}")
+  logs = [open(tmp_path / f"stderr_{i}", "w+") for i in range(2)]
+  procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=logs[i],
+                            env=dict(env, DOREMI_PROCESS_ID=str(i))) for i in range(2)]
+  checkpoints = os.path.join(model_dir, "checkpoints")
+  try:
+    while procs[1].poll() is None and not (
+        os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints))):
+      time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)
+    results = [(p.wait(timeout=600), (log.seek(0), log.read())[1])
+               for p, log in zip(procs, logs)]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  lines = [[ln for ln in err.splitlines() if ln.startswith("preempted")] for _, err in results]
+  assert [rc for rc, _ in results] == [143, 143], results
+  assert lines[0] == lines[1] and len(lines[0]) == 1, results
+  step = int(lines[0][0].split()[3].rstrip(";"))
+  assert step % 3 == 0 and step < 40, step
+  assert os.path.isdir(os.path.join(checkpoints, str(step)))
+  _run(prepared_dir, 2, 4, "runs/reference.gin", model_dir, *steps, "--gin.RESUME=True")
+  for a, b in zip(_params(full, 40), _params(model_dir, 40), strict=True):
+    np.testing.assert_array_equal(a, b, err_msg=f"stopped at step {step}")
+  print(f"2 processes stopped together at step {step}; the resumed run is bit-identical")

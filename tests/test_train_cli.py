@@ -180,6 +180,15 @@ def test_resume_continues_from_the_last_checkpoint(runs):
   assert [r["step"] for r in _trajectory(resumed)] == [2, 4, 6, 8, 9]
   with open(summary["export"]["json"]) as f:
     assert json.load(f)["metadata"]["steps"] == 9
+  # The first start's config is kept byte for byte; the resumed start's is config.6.gin.
+  with open(os.path.join(runs["proxy"], "config.gin"), "rb") as f:
+    first = f.read()
+  with open(os.path.join(resumed, "config.gin"), "rb") as f:
+    assert f.read() == first and b"TRAIN_STEPS = 6" in first
+  with open(os.path.join(resumed, "config.6.gin")) as f:
+    assert "TRAIN_STEPS = 9" in f.read()
+  assert sorted(n for n in os.listdir(resumed) if n.startswith("config")) == [
+      "config.6.gin", "config.gin"]
 
 
 # --- one-line errors ---------------------------------------------------------------------

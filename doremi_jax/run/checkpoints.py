@@ -37,11 +37,18 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: TrainState, force: bool = False) -> bool:
-    """Saves when ``step`` is on the interval (or ``force``, e.g. the last step)."""
+  def save(self, step: int, state: TrainState, force: bool = False,
+           metadata: dict[str, Any] | None = None) -> bool:
+    """Saves when ``step`` is on the interval (or ``force``, e.g. the last step);
+    ``metadata`` (JSON) is kept with the step (``metadata(step)``)."""
     return self.manager.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params),
-        state=ocp.args.StandardSave(_rest(state))), force=force)
+        state=ocp.args.StandardSave(_rest(state))), force=force,
+        custom_metadata=metadata)
+
+  def metadata(self, step: int) -> dict[str, Any]:
+    """What ``save`` kept with ``step`` (empty for checkpoints written without any)."""
+    return dict(self.manager.metadata(step).custom_metadata or {})
 
   def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
     step = self.latest_step() if step is None else step

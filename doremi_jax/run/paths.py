@@ -1,6 +1,7 @@
 """Every file name of a run dir and an experiment dir, in one place.
 
-A run dir (``MODEL_DIR``) holds ``config.gin``, ``checkpoints/``, ``tensorboard/``,
+A run dir (``MODEL_DIR``) holds ``config.gin`` (the first start's operative config) and
+``config.<step>.gin`` per resumed start (``config_file``), ``checkpoints/``, ``tensorboard/``,
 ``train_summary.json`` when finished, ``eval_<split>.json`` per evaluation and, for a
 proxy, ``domain_weights.jsonl`` (the trajectory) and ``export/<name>.json`` (the averaged
 weights). An experiment dir holds ``pipeline.json``, ``round_<k>/{reference,proxy}``,
@@ -21,6 +22,15 @@ EXPORT_SUBDIR = "export"
 PIPELINE_FILE = "pipeline.json"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
+
+
+def config_file(model_dir: str, start_step: int) -> str:
+  """Where a start writes its operative config: ``config.gin`` the first time, and
+  ``config.<start_step>.gin`` when resumed, so no start's config is overwritten."""
+  first = os.path.join(model_dir, CONFIG_FILE)
+  if not os.path.exists(first):
+    return first
+  return os.path.join(model_dir, f"config.{start_step}.gin")
 
 
 def eval_file(model_dir: str, split: str) -> str:

@@ -52,14 +52,17 @@ class ProxyExtras:
       return abstract, shardings
     return ts.stack_proxies(abstract, shardings, len(self.settings), mesh, rules)
 
-  def start(self, state, shardings, single_abstract, resumed: bool, write: bool):
-    """Every sweep proxy starts from the same init; loads the reference; opens the trajectory."""
-    if self.stacked and not resumed:
+  def start(self, state, shardings, single_abstract, start_step: int, write: bool):
+    """Every sweep proxy starts from the same init; loads the reference; opens the
+    trajectory, cut back to ``start_step`` (the restored checkpoint's step)."""
+    if self.stacked and not start_step:
       state = ts.broadcast_state(state, len(self.settings), shardings)
     self.reference_params = checkpoints.restore_params(self.reference_model_dir,
                                                        single_abstract.params)
     if write:
-      self._trajectory = open(paths.trajectory_file(self.model_dir), "a")
+      path = paths.trajectory_file(self.model_dir)
+      _drop_rows_after(path, start_step)
+      self._trajectory = open(path, "a")
     return state
 
   def per_proxy(self, host: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -93,8 +96,12 @@ class ProxyExtras:
     self._trajectory.flush()
 
   def close(self) -> None:
+    """On disk before the run's last checkpoint is reported (a preempted VM may go next)."""
     if self._trajectory is not None:
+      self._trajectory.flush()
+      os.fsync(self._trajectory.fileno())
       self._trajectory.close()
+      self._trajectory = None
 
   def results(self, state, train_steps: int, write: bool) -> dict[str, Any]:
     """The summary's proxy part; writes each setting's averaged weights as a weights JSON."""
@@ -133,6 +140,26 @@ class ProxyExtras:
         "tokenizer": mixtures.tokenizer_record(self.provider),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+  """Drops the trajectory rows past ``step`` (and a half-written last row): a run killed
+  after logging them but before their checkpoint logs them again when it resumes."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if line.endswith("\n") and json.loads(line)["step"] <= step:
+        keep.append(line)
+    except ValueError:
+      pass
+  if len(keep) < len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(keep)
+    os.replace(path + ".tmp", path)
 
 
 def _warn_if_collapsed(setting: steps.DoremiSetting, average: Mapping[str, float]) -> None:

@@ -1,9 +1,11 @@
 """Training for the reference, proxy (DoReMi) and main runs: ``train`` (gin) and ``Trainer``.
 
 A run writes into ``MODEL_DIR`` (names in ``run/paths.py``): ``config.gin`` (operative
-config), orbax ``checkpoints/``, TensorBoard events, ``train_summary.json`` when finished
-and, for the proxy, ``domain_weights.jsonl`` plus its averaged weights. It refuses a
-non-empty ``MODEL_DIR`` unless ``RESUME = True``.
+config; ``config.<step>.gin`` for each resumed start), orbax ``checkpoints/``, TensorBoard
+events, ``train_summary.json`` when finished and, for the proxy, ``domain_weights.jsonl``
+plus its averaged weights. It refuses a non-empty ``MODEL_DIR`` unless ``RESUME = True``.
+SIGTERM or SIGINT during ``run`` stop it after the current step with a checkpoint of that
+step (``run/preemption.py``), from which ``RESUME = True`` continues exactly.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import checkpoints, config, lock, metrics, paths, training_input
+from doremi_jax.run import checkpoints, config, lock, metrics, paths, preemption, training_input
 from doremi_jax.run.proxy import ProxyExtras
 
 
@@ -92,22 +94,24 @@ class Trainer:
     self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)
     latest = self.checkpointer.latest_step() if run.resume else None
     self.start = latest or 0
+    # The last log before the checkpoint: a run resumed at its last step still reports it.
+    self.last: dict[str, Any] | None = None
     if latest is not None:
       self.state = self.checkpointer.restore(abstract, latest)
+      self.last = self.checkpointer.metadata(latest).get("last_log")
     else:
       self.state = ts.init_state(lm, optimizer, self.mesh, self.seq_len, run.seed,
                                  num_domain_state, rules=rules, shardings=single_shardings)
     if self.proxy:
-      self.state = self.proxy.start(self.state, shardings, single_abstract,
-                                    resumed=latest is not None, write=self.is_writer)
+      self.state = self.proxy.start(self.state, shardings, single_abstract, self.start,
+                                    write=self.is_writer)
     if self.is_writer:
-      config.write_operative_config(os.path.join(run.model_dir, paths.CONFIG_FILE))
+      config.write_operative_config(paths.config_file(run.model_dir, self.start))
     self.batches, self.input_kind = training_input.training_batches(
         self.provider, self.domains, run.task_feature_lengths, run.batch_size, run.seed,
         self.start, steps.batch_shardings(self.mesh, rules))
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
-    self.last: dict[str, Any] | None = None
 
   def do_step(self, step: int):
     """One training step (asynchronous: metrics stay on device)."""
@@ -134,25 +138,41 @@ class Trainer:
       self.proxy.log(step, host)
     self.last = host
 
+  def save(self, step: int, force: bool) -> bool:
+    """A checkpoint (on the interval, or forced) that keeps the last log with it."""
+    last_log = None if self.last is None else {
+        "loss": np.asarray(self.last["loss"]).tolist(),
+        "tokens_per_second": float(self.last["tokens_per_second"])}
+    return self.checkpointer.save(step, self.state, force=force,
+                                  metadata={"last_log": last_log})
+
   def run(self) -> dict[str, Any]:
+    """Trains to ``train_steps``; on SIGTERM/SIGINT checkpoints the step it is in and raises
+    ``errors.Preempted`` once that checkpoint (and the trajectory) are on disk."""
     run = self.run_settings
     bar = metrics.progress_bar(self.start, run.train_steps, enabled=run.progress)
-    try:
-      for step in range(self.start + 1, run.train_steps + 1):
-        step_metrics = self.do_step(step - 1)
-        if step % run.log_every == 0 or step == run.train_steps:
-          self.log(step, step_metrics)
-          bar.set_postfix(loss=f"{float(np.mean(self.last['loss'])):.3f}",
-                          tok_s=f"{float(self.last['tokens_per_second']):.0f}")
-        bar.update(1)
-        self.checkpointer.save(step, self.state, force=step == run.train_steps)
-    finally:
-      bar.close()
-      self.writer.close()
-      self.checkpointer.close()
-      if self.proxy:
-        self.proxy.close()
-    return self.summary()
+    with preemption.StopRequest() as stop:  # until the summary is written
+      try:
+        for step in range(self.start + 1, run.train_steps + 1):
+          step_metrics = self.do_step(step - 1)
+          logged = step % run.log_every == 0 or step == run.train_steps
+          if logged:
+            self.log(step, step_metrics)
+            bar.set_postfix(loss=f"{float(np.mean(self.last['loss'])):.3f}",
+                            tok_s=f"{float(self.last['tokens_per_second']):.0f}")
+          bar.update(1)
+          saved = self.save(step, force=step == run.train_steps)
+          if step < run.train_steps and stop.should_stop(sync_point=logged):
+            if not saved:
+              self.save(step, force=True)
+            raise errors.Preempted(step, stop.exit_code)
+      finally:
+        bar.close()
+        self.writer.close()
+        self.checkpointer.close()  # waits for the last save to finish
+        if self.proxy:
+          self.proxy.close()
+      return self.summary()
 
   def summary(self) -> dict[str, Any]:
     run, last = self.run_settings, self.last
