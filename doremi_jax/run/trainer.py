@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import gin
 import jax
@@ -20,7 +20,8 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import checkpoints, config, lock, metrics, paths, training_input
+from doremi_jax.run import (checkpoints, config, fingerprint, lock, metrics, paths,
+                            training_input)
 from doremi_jax.run.proxy import ProxyExtras
 
 
@@ -179,8 +180,12 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
           train_steps: int = gin.REQUIRED, kind: str = "plain", batch_size: int = 16,
           seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
           checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
-          export_name: str | None = None) -> dict[str, Any]:
-  """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi)."""
+          export_name: str | None = None, ignore_changes: Sequence[str] = ()
+          ) -> dict[str, Any]:
+  """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi).
+
+  ``ignore_changes`` (``RESUME_IGNORE_CHANGES``): fingerprint entries allowed to differ
+  from the run dir's record when resuming or reusing it (``run/fingerprint.py``)."""
   if kind not in ("plain", "proxy"):
     raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
   if kind == "proxy" and not reference_model_dir:
@@ -190,9 +195,17 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
   model_dir = os.path.abspath(model_dir)
   with lock.RunLock(model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
     finished = check_model_dir(model_dir, resume)
-    if finished is not None and finished.get("steps") == train_steps:
-      return finished
     run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
                       kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
                       log_every, progress, export_name)
-    return Trainer(run).run()
+    fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(mixture_or_task_name))
+    changed = fingerprint.check(model_dir, fp, list(ignore_changes))
+    if changed:
+      print(f"warning: {model_dir}: resuming with changed {', '.join(changed)} "
+            "(RESUME_IGNORE_CHANGES)", flush=True)
+    if finished is not None and finished.get("steps") == train_steps and not changed:
+      return finished
+    trainer = Trainer(run)
+    if jax.process_index() == 0:
+      fingerprint.record(model_dir, fp)
+    return trainer.run()
