@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | grep -v 'is ignored: it is neither' || true
-	$(PY) -c 'import jax, flax, seqio, gin, orbax.checkpoint'
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c 'import doremi_jax; doremi_jax.import_tensorflow_quietly(); import jax, flax, seqio, gin, orbax.checkpoint'
 	touch $(STAMP)
 
 DEMO_GIN ?= experiments/demo.gin

@@ -160,8 +160,9 @@ def local_path(path: str) -> str:
 
 
 def record_spec(task_names: Sequence[str], registrar: Callable, kwargs: Mapping[str, Any],
-                path_args: Sequence[str] = ()) -> None:
-  """Remembers how ``task_names`` were registered: ``registrar(**kwargs)`` (JSON-able)."""
+                path_args: Sequence[str] = (), data: Mapping[str, str] | None = None) -> None:
+  """Remembers how ``task_names`` were registered: ``registrar(**kwargs)`` (JSON-able);
+  ``data``: fingerprints of the files read (a run's fingerprint includes them)."""
   kwargs = dict(kwargs)
   for arg in path_args:
     if kwargs.get(arg) not in (None, "bytes", "sentencepiece"):
@@ -169,8 +170,15 @@ def record_spec(task_names: Sequence[str], registrar: Callable, kwargs: Mapping[
   spec = {"registrar": f"{registrar.__module__}.{registrar.__name__}", "kwargs": kwargs,
           "paths": [a for a in path_args if a in kwargs],
           "tokenizer": tokenizer_record(task_names[0]) if task_names else None}
+  if data:
+    spec["data"] = dict(sorted(data.items()))
   for name in task_names:
     _SPECS[name] = spec
+
+
+def spec_of(task_name: str) -> dict[str, Any] | None:
+  """How a task was registered (``record_spec``), or None."""
+  return _SPECS.get(task_name)
 
 
 def registration_specs(task_names: Iterable[str]) -> list[dict[str, Any]]:

@@ -99,7 +99,7 @@ def register_corpus(corpus_dir: str = gin.REQUIRED, prefix: str = "corpus",
       corpus_dir=corpus_dir, prefix=prefix, vocabulary=vocabulary, vocab_size=vocab_size,
       validation_fraction=validation_fraction, baseline_name=baseline_name,
       uniform_name=uniform_name, sample_chars=sample_chars),
-      path_args=("corpus_dir", "vocabulary"))
+      path_args=("corpus_dir", "vocabulary"), data=fps)
   check_model_vocab(task_names[0], model_vocab_size)
   return task_names
 
@@ -132,7 +132,8 @@ def register_generated(registrar: Callable, corpus_dir: str, prefix: str,
   names = register_corpus(corpus_dir, prefix, model_vocab_size=model_vocab_size,
                           **tokenizer_args)
   mixtures.record_spec(names, registrar, {**settings, **tokenizer_args},
-                       path_args=("corpus_dir", "vocabulary"))
+                       path_args=("corpus_dir", "vocabulary"),
+                       data=(mixtures.spec_of(names[0]) or {}).get("data"))
   return names
 
 

@@ -96,7 +96,7 @@ def register_pile(pile_dir: str = gin.REQUIRED, prefix: str = PREFIX,
   mixtures.record_spec(names, register_pile, dict(
       pile_dir=pile_dir, prefix=prefix, vocabulary=vocabulary, vocab_size=vocab_size,
       validation_fraction=validation_fraction, sample_chars=sample_chars),
-      path_args=("pile_dir", "vocabulary"))
+      path_args=("pile_dir", "vocabulary"), data={"train_files": fp})
   corpus.check_model_vocab(names[0], model_vocab_size)
   return names
 

@@ -172,7 +172,8 @@ def test_resume_continues_from_the_last_checkpoint(runs):
   resumed = str(runs["base"] / "proxy_resumed")
   shutil.copytree(runs["proxy"], resumed)
   ok(cli(*PROXY, f"--gin.MODEL_DIR={gin_str(resumed)}", "--gin.TRAIN_STEPS=9",
-         f"--gin.REFERENCE_MODEL_DIR={gin_str(runs['ref'])}", "--gin.RESUME=True"))
+         f"--gin.REFERENCE_MODEL_DIR={gin_str(runs['ref'])}", "--gin.RESUME=True",
+         """--gin.RESUME_IGNORE_CHANGES=["train.train_steps"]"""))  # more steps: consented
   assert _checkpoint_steps(resumed)[-1] == 9
   summary = _summary(resumed)
   assert summary["steps"] == 9

@@ -20,8 +20,9 @@ import io
 import json
 import os
 import re
+import zlib
 from pathlib import Path
-from typing import IO, Iterator, Mapping, Sequence
+from typing import IO, Callable, Iterator, Mapping, Sequence
 
 from doremi_jax import errors, storage
 
@@ -85,39 +86,97 @@ def discover(corpus_dir: str) -> dict[str, list[Path]]:
   return found
 
 
-def open_text(path: Path) -> IO[str]:
-  """Opens a plain, gzip or zstandard file as UTF-8 text (bad bytes replaced)."""
-  if path.name.endswith(".gz"):
-    return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-  if path.name.endswith(".zst"):
+class TruncatedFile(Exception):
+  """A compressed file ends inside a frame (cut short by a copy or a download)."""
+
+
+class _ZstdFrames(io.RawIOBase):
+  """Decompresses concatenated zstandard frames and, unlike ``stream_reader``, raises
+  ``TruncatedFile`` when the file ends inside a frame instead of stopping short."""
+
+  def __init__(self, raw: IO[bytes]):
     import zstandard  # pylint: disable=g-import-not-at-top
-    raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-  return open(path, "r", encoding="utf-8", errors="replace")
+    self._new = zstandard.ZstdDecompressor().decompressobj
+    self._file, self._frame, self._pending = raw, None, b""
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, buffer) -> int:
+    while not self._pending:
+      chunk = self._file.read(1 << 20)
+      if not chunk:
+        if self._frame is not None and not self._frame.eof:
+          raise TruncatedFile()
+        return 0
+      while chunk:
+        if self._frame is None or self._frame.eof:
+          self._frame = self._new()
+        self._pending += self._frame.decompress(chunk)
+        chunk = self._frame.unused_data if self._frame.eof else b""
+    n = min(len(buffer), len(self._pending))
+    buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+    return n
+
+  def close(self) -> None:
+    self._file.close()
+    super().close()
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+def decompressed_text(raw: IO[bytes], name: str) -> IO[str]:
+  """A binary stream of a plain, gzip or zstandard file as UTF-8 text (bad bytes replaced)."""
+  if name.endswith(".gz"):
+    raw = gzip.GzipFile(fileobj=raw)
+  elif name.endswith(".zst"):
+    raw = io.BufferedReader(_ZstdFrames(raw))
+  return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+
+
+def open_text(path: Path) -> IO[str]:
+  return decompressed_text(open(path, "rb"), path.name)
+
+
+def _lines(path: Path, opener: Callable[[Path], IO[str]] = open_text
+           ) -> Iterator[tuple[int, str]]:
+  """Numbered lines; a truncated or corrupt compressed file is a one-line error naming the
+  last complete line (never a silently short read)."""
+  lineno = 0
+  try:
+    with opener(path) as f:
+      for lineno, line in enumerate(f, 1):
+        yield lineno, line
+  except (TruncatedFile, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+    why = "truncated" if isinstance(exc, (TruncatedFile, EOFError)) else f"corrupt ({exc})"
+    raise errors.DoremiError(f"{path}: compressed data {why} after line {lineno}; fetch the "
+                             "file again") from None
+  except Exception as exc:  # pylint: disable=broad-except  (zstandard.ZstdError)
+    if type(exc).__name__ != "ZstdError":
+      raise
+    raise errors.DoremiError(f"{path}: corrupt zstandard data after line {lineno} ({exc}); "
+                             "fetch the file again") from None
+
+
+def iter_json_lines(path: Path, opener: Callable[[Path], IO[str]] = open_text
+                    ) -> Iterator[tuple[int, dict]]:
   """(line number, object) for each non-blank line; a bad line is a one-line error."""
-  with open_text(path) as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except ValueError as exc:
-        raise errors.DoremiError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-      if not isinstance(obj, dict):
-        raise errors.DoremiError(
-            f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-      yield lineno, obj
+  for lineno, line in _lines(path, opener):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except ValueError as exc:
+      raise errors.DoremiError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+      raise errors.DoremiError(
+          f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    yield lineno, obj
 
 
 def iter_documents(files: Sequence[Path], text_key: str = "text") -> Iterator[str]:
   """Every non-empty document of a domain, in file order."""
   for path in files:
     if _strip_suffix(path.name, TEXT_SUFFIXES) is not None:
-      with open_text(path) as f:
-        text = f.read()
+      text = "".join(line for _, line in _lines(path))
       if text.strip():
         yield text
       continue

@@ -1,4 +1,4 @@
-"""What ``doremi_jax.prepare`` reads: a ``--source`` spec resolved to a list of input files.
+"""What ``doremi_jax.data.prepare`` reads: a ``--source`` spec resolved to a list of input files.
 
 Three schemes:
 
@@ -15,10 +15,7 @@ functions here take plain strings so Beam can pickle them to any runner.
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
-import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,26 +62,13 @@ def _remote_files(pattern: str) -> list[str]:
 def _open_remote_text(path: str) -> IO[str]:
   from apache_beam.io.filesystems import CompressionTypes, FileSystems  # pylint: disable=g-import-not-at-top
   raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-  if path.endswith(".zst"):
-    import zstandard  # pylint: disable=g-import-not-at-top
-    raw = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-  elif path.endswith(".gz"):
-    raw = gzip.GzipFile(fileobj=raw)
-  return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+  return corpus_reader.decompressed_text(raw, path)
 
 
 def _json_lines(path: str) -> Iterator[tuple[int, dict]]:
   if "://" not in path:
-    yield from corpus_reader.iter_json_lines(Path(path))
-    return
-  with _open_remote_text(path) as f:
-    for lineno, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          obj = json.loads(line)
-        except ValueError as exc:
-          raise errors.DoremiError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-        yield lineno, obj
+    return corpus_reader.iter_json_lines(Path(path))
+  return corpus_reader.iter_json_lines(path, _open_remote_text)
 
 
 def _pile_files(pattern: str) -> list[Path]:

@@ -1,4 +1,4 @@
-"""A prepared corpus (the output of ``doremi_jax.prepare``): its manifest and its shards.
+"""A prepared corpus (the output of ``doremi-corpus prepare``): its manifest and its shards.
 
     corpus = prepared.load("/data/pile_prepared")
     corpus.natural_weights()            # train token counts, normalised
@@ -151,7 +151,7 @@ def load(prepared_dir: str) -> PreparedCorpus:
       manifest = json.load(f)
   except FileNotFoundError:
     raise errors.DoremiError(f"{prepared_dir!r} is not a prepared corpus (no {MANIFEST}); "
-                             "run python -m doremi_jax.prepare first") from None
+                             "run doremi-corpus prepare first") from None
   except ValueError as exc:
     raise errors.DoremiError(f"{path}: not valid JSON ({exc})") from None
   if manifest.get("version") != FORMAT_VERSION or "domains" not in manifest:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
@@ -35,14 +37,9 @@ def model_path(tokenizer_dir: str | Path, vocab_size: int) -> Path:
 
 
 def default_tokenizer_dir(corpus_dir: str, key: str) -> Path:
-  """``<corpus_dir>/tokenizer`` if writable, else ``$DOREMI_CACHE/tokenizers/<key>``."""
-  local = Path(corpus_dir).expanduser().resolve() / "tokenizer"
-  try:
-    local.mkdir(exist_ok=True)
-    if os.access(local, os.W_OK):
-      return local
-  except OSError:
-    pass
+  """``$DOREMI_CACHE/tokenizers/<key>``: never inside the user's corpus dir, which may be
+  read-only (and would gain a "domain" folder)."""
+  del corpus_dir  # the key (the corpus fingerprint) identifies it
   return storage.cache_root() / "tokenizers" / key[:16]
 
 
@@ -79,21 +76,39 @@ def train_sentencepiece(path: Path, vocab_size: int, sentences: Sequence[str],
                              f"with byte fallback needs at least {MIN_VOCAB_SIZE}")
   if not sentences:
     raise errors.DoremiError("no training text for the tokenizer (empty train split?)")
-  spm.set_random_generator_seed(seed)
   buf = io.BytesIO()
   try:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
-        model_type=model_type, byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        num_threads=2, input_sentence_size=4_000_000, shuffle_input_sentence=True,
-        character_coverage=0.9995, normalization_rule_name="nfkc",
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
-        max_sentence_length=4 * _MAX_LINE + 16, minloglevel=2)
+    _train(spm, buf, vocab_size, sentences, model_type, seed)
   except RuntimeError as exc:
     msg = " ".join(str(exc).split())
-    raise errors.DoremiError(f"cannot train a {vocab_size}-token SentencePiece model on this "
-                             f"corpus ({msg}); choose a smaller vocab size") from None
+    most = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", msg)
+    least = re.search(r"smaller than required_chars\. \d+ vs (\d+)", msg)
+    if most and int(most.group(1)) >= MIN_VOCAB_SIZE:
+      lowered = int(most.group(1))
+      print(f"warning: this corpus supports at most {lowered} SentencePiece tokens; trained "
+            f"{lowered} instead of {vocab_size}", file=sys.stderr, flush=True)
+      buf = io.BytesIO()
+      _train(spm, buf, lowered, sentences, model_type, seed)
+    elif least:
+      raise errors.DoremiError(
+          f"a {vocab_size}-token SentencePiece model cannot hold this corpus's characters; "
+          f"choose a vocab size >= {least.group(1)}") from None
+    else:
+      raise errors.DoremiError(f"cannot train a {vocab_size}-token SentencePiece model on "
+                               f"this corpus ({msg})") from None
   storage.write_atomic(path, buf.getvalue())
+
+
+def _train(spm, buf, vocab_size: int, sentences: Sequence[str], model_type: str,
+           seed: int) -> None:
+  spm.set_random_generator_seed(seed)
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
+      model_type=model_type, byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+      num_threads=2, input_sentence_size=4_000_000, shuffle_input_sentence=True,
+      character_coverage=0.9995, normalization_rule_name="nfkc",
+      remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
+      max_sentence_length=4 * _MAX_LINE + 16, minloglevel=2)
 
 
 def ensure_sentencepiece(tokenizer_dir: str | Path, vocab_size: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import gin
 import jax
@@ -22,7 +22,8 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import checkpoints, config, lock, metrics, paths, preemption, training_input
+from doremi_jax.run import (checkpoints, config, fingerprint, lock, metrics, paths, preemption,
+                            training_input)
 from doremi_jax.run.proxy import ProxyExtras
 
 
@@ -42,6 +43,22 @@ class RunSettings:
   log_every: int = 10
   progress: bool = True
   export_name: str | None = None
+
+  def __post_init__(self):
+    """Wrong types or ranges are one line before anything is written."""
+    def positive_int(name, value):
+      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise errors.DoremiError(f"{name} must be a positive integer, got {value!r}")
+    positive_int("TRAIN_STEPS", self.train_steps)
+    positive_int("BATCH_SIZE", self.batch_size)
+    positive_int("train.checkpoint_every", self.checkpoint_every)
+    positive_int("train.log_every", self.log_every)
+    if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+      raise errors.DoremiError(f"SEED must be an integer >= 0, got {self.seed!r}")
+    length = dict(self.task_feature_lengths).get("targets")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 2:
+      raise errors.DoremiError("TASK_FEATURE_LENGTHS must map 'targets' to an integer >= 2, "
+                               f"got {dict(self.task_feature_lengths)!r}")
 
 
 def check_model_dir(model_dir: str, resume: bool) -> dict | None:
@@ -71,7 +88,6 @@ class Trainer:
     self.domains = mixtures.domain_names(self.provider)
     self.proxy = (ProxyExtras(run.model_dir, run.reference_model_dir, self.provider,
                               self.domains, run.export_name) if run.kind == "proxy" else None)
-    os.makedirs(run.model_dir, exist_ok=True)
     self.mesh = partitioning.make_mesh()
     rules = partitioning.logical_axis_rules()
     data_shards = partitioning.batch_size_divisor(self.mesh, rules)
@@ -79,6 +95,9 @@ class Trainer:
       raise errors.DoremiError(f"batch size {run.batch_size} does not divide over the mesh's "
                                f"{data_shards} data shards")
     self.seq_len = int(run.task_feature_lengths["targets"])
+    self.prepared_input = training_input.mixture_input(  # None: not prepared data
+        self.provider, self.domains, self.seq_len, run.batch_size, run.seed)
+    os.makedirs(run.model_dir, exist_ok=True)
     lm = model_lib.TransformerLM(self.model_config)
     optimizer = ts.make_optimizer(run.train_steps)
     num_domain_state = len(self.domains) if self.proxy else None
@@ -109,7 +128,7 @@ class Trainer:
       config.write_operative_config(paths.config_file(run.model_dir, self.start))
     self.batches, self.input_kind = training_input.training_batches(
         self.provider, self.domains, run.task_feature_lengths, run.batch_size, run.seed,
-        self.start, steps.batch_shardings(self.mesh, rules))
+        self.start, steps.batch_shardings(self.mesh, rules), self.prepared_input)
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
 
@@ -130,8 +149,12 @@ class Trainer:
     """The only host sync, once per log interval: NaN check, TensorBoard, trajectory."""
     host = {k: np.asarray(v) for k, v in jax.device_get(dict(step_metrics)).items()}
     if not np.all(np.isfinite(host["loss"])):
-      raise errors.DoremiError(f"loss is nan or inf ({host['loss']}) at step {step}; the "
-                               "last checkpoint is kept; lower the learning rate")
+      bad = ~np.isfinite(np.asarray(host["domain_loss"])).reshape(-1, len(self.domains))
+      names = [d for i, d in enumerate(self.domains) if bad[:, i].any()] or ["none by itself"]
+      raise errors.DoremiError(
+          f"loss is nan or inf at step {step} (non-finite domain losses: {', '.join(names)}); "
+          f"the last checkpoint (step {self.checkpointer.latest_step()}) is kept; lower "
+          "the learning rate")
     host["tokens_per_second"] = np.asarray(self.throughput.tokens_per_second(step))
     self.writer.write(step, self.proxy.writer_metrics(host) if self.proxy else host)
     if self.proxy:
@@ -199,20 +222,33 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
           train_steps: int = gin.REQUIRED, kind: str = "plain", batch_size: int = 16,
           seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
           checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
-          export_name: str | None = None) -> dict[str, Any]:
-  """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi)."""
+          export_name: str | None = None, ignore_changes: Sequence[str] = ()
+          ) -> dict[str, Any]:
+  """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi).
+
+  ``ignore_changes`` (``RESUME_IGNORE_CHANGES``): fingerprint entries allowed to differ
+  from the run dir's record when resuming or reusing it (``run/fingerprint.py``)."""
   if kind not in ("plain", "proxy"):
     raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
   if kind == "proxy" and not reference_model_dir:
     raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
-  if not isinstance(train_steps, int) or isinstance(train_steps, bool) or train_steps <= 0:
-    raise errors.DoremiError(f"TRAIN_STEPS must be a positive integer, got {train_steps!r}")
   model_dir = os.path.abspath(model_dir)
+  if not isinstance(task_feature_lengths, Mapping):
+    raise errors.DoremiError("TASK_FEATURE_LENGTHS must be a mapping like {'targets': 128}, "
+                             f"got {task_feature_lengths!r}")
+  run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
+                    kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
+                    log_every, progress, export_name)
   with lock.RunLock(model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
     finished = check_model_dir(model_dir, resume)
-    if finished is not None and finished.get("steps") == train_steps:
+    fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(mixture_or_task_name))
+    changed = fingerprint.check(model_dir, fp, list(ignore_changes))
+    if changed:
+      print(f"warning: {model_dir}: resuming with changed {', '.join(changed)} "
+            "(RESUME_IGNORE_CHANGES)", flush=True)
+    if finished is not None and finished.get("steps") == train_steps and not changed:
       return finished
-    run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
-                      kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
-                      log_every, progress, export_name)
-    return Trainer(run).run()
+    trainer = Trainer(run)
+    if jax.process_index() == 0:
+      fingerprint.record(model_dir, fp)
+    return trainer.run()

@@ -1,0 +1,202 @@
+"""Every row of docs/errors.md, run as written: one ``error:`` line matching the catalogue's
+message, exit code 2, no traceback, and nothing already written changed."""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+from pathlib import Path
+
+import gin
+import pytest
+import zstandard
+
+from doremi_jax import corpus as corpus_cli
+from doremi_jax import mixture_files
+from doremi_jax import train as train_cli
+from doremi_jax.data import prepare, synthetic_text
+from doremi_jax.run import lock
+from doremi_jax.tasks import prepared as prepared_tasks
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOGUE = ROOT / "docs" / "errors.md"
+LEN = 32
+
+
+def _catalogue() -> dict[str, str]:
+  """case -> message template, from the table of docs/errors.md."""
+  rows = {}
+  for line in CATALOGUE.read_text().splitlines():
+    m = re.match(r"^\| `([a-z_]+)` \| .* \| `(.*)` \|$", line)
+    if m:
+      rows[m.group(1)] = m.group(2)
+  return rows
+
+
+def _pattern(template: str) -> re.Pattern:
+  parts = re.split(r"<[^>]*>", template)
+  return re.compile(".*".join(re.escape(p) for p in parts) + "$", re.S)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+  base = tmp_path_factory.mktemp("errors")
+  synthetic_text.write_corpus(str(base / "src"), scale=0.03)
+  prepare.prepare(f"dir:{base / 'src'}", str(base / "prepared"), model="bytes",
+                  sequence_length=LEN)
+  prepared_tasks.register_prepared(str(base / "prepared"))
+  done = base / "done"
+  _run(train_cli.main, _train(base, done))
+  assert (done / "train_summary.json").exists()
+  return base
+
+
+def _train(base: Path, model_dir: Path, *extra: str, run_gin="runs/reference.gin") -> list[str]:
+  return [f"--gin_file={run_gin}", "--gin_file=experiments/prepared.gin",
+          f"--gin.PREPARED_DIR='{base / 'prepared'}'", f"--gin.SEQUENCE_LENGTH={LEN}",
+          "--gin.VOCAB_SIZE=259", f"--gin.MODEL_DIR='{model_dir}'", "--gin.TRAIN_STEPS=4",
+          "--gin.train.progress=False", "--gin.train.log_every=2",
+          "--gin.train.checkpoint_every=2", *extra]
+
+
+def _run(main, argv):
+  gin.clear_config()
+  try:
+    return main(argv)
+  finally:
+    gin.clear_config()
+
+
+def _weights_file(base: Path, name: str, weights: dict) -> str:
+  path = base / f"{name}.json"
+  path.write_text(json.dumps({"name": name, "domain_weights": weights}))  # NaN as JSON's NaN
+  return str(path)
+
+
+def _domains():
+  return ["prepared_arithmetic", "prepared_constant", "prepared_grammar", "prepared_random"]
+
+
+def _edited_module(base: Path) -> str:
+  weights = dict(zip(_domains(), (0.3, 0.3, 0.2, 0.2)))
+  paths = mixture_files.write_exports(str(base / "exports"), "edited", weights, {},
+                                      overwrite=True)
+  text = Path(paths["module"]).read_text().replace(": 0.3,", ": 0.0,", 1)
+  Path(paths["module"]).write_text(text)
+  return paths["module"]
+
+
+def _broken_corpus(base: Path, kind: str) -> Path:
+  src = base / f"broken_{kind}"
+  shutil.rmtree(src, ignore_errors=True)
+  (src / "news").mkdir(parents=True)
+  data = "".join(json.dumps({"text": f"story {i} " * 40}) + "\n" for i in range(400)).encode()
+  (src / "ok.jsonl").write_text(json.dumps({"text": "fine"}) + "\n")
+  if kind == "zst":
+    blob = zstandard.ZstdCompressor().compress(data)
+    (src / "news" / "part.jsonl.zst").write_bytes(blob[: len(blob) // 2])
+  else:
+    (src / "news" / "part.jsonl.gz").write_bytes(gzip.compress(data)[:2000])
+  return src
+
+
+def _cases(base: Path) -> dict:
+  """case -> (CLI main, argv); built lazily so each case makes only its own files."""
+  new = lambda name: base / "new" / name  # noqa: E731
+  done = base / "done"
+
+  def weights_case(name, values):
+    path = _weights_file(base, name, dict(zip(_domains(), values)))
+    return train_cli.main, _train(base, new(name), f"--gin.TASK_MODULES=['{path}']")
+
+  return {
+      "batch_size_string": lambda: (train_cli.main, _train(
+          base, new("a"), "--gin.BATCH_SIZE='16'")),
+      "batch_size_zero": lambda: (train_cli.main, _train(base, new("b"), "--gin.BATCH_SIZE=0")),
+      "checkpoint_every_zero": lambda: (train_cli.main, _train(
+          base, new("c"), "--gin.train.checkpoint_every=0")),
+      "train_steps_zero": lambda: (train_cli.main, _train(
+          base, new("d"), "--gin.TRAIN_STEPS=0")),
+      "seed_float": lambda: (train_cli.main, _train(base, new("e"), "--gin.SEED=1.5")),
+      "feature_lengths_list": lambda: (train_cli.main, _train(
+          base, new("f"), "--gin.TASK_FEATURE_LENGTHS=[128]")),
+      "sequence_length_mismatch": lambda: (train_cli.main, _train(
+          base, new("g"), "--gin.SEQUENCE_LENGTH=64")),
+      "unknown_mixture": lambda: (train_cli.main, _train(
+          base, new("h"), "--gin.BASELINE_MIXTURE='no_such_mixture'")),
+      "vocab_too_small": lambda: (train_cli.main, _train(
+          base, new("i"), "--gin.VOCAB_SIZE=100")),
+      "missing_gin_file": lambda: (train_cli.main, _train(
+          base, new("j"), "--gin_file=no_such_file.gin")),
+      "bad_binding": lambda: (train_cli.main, _train(base, new("k"), "--gin.nonexistent.x=1")),
+      "prepared_dir_missing": lambda: (train_cli.main, _train(
+          base, new("l"), f"--gin.PREPARED_DIR='{base / 'nothing'}'")),
+      "model_dir_not_empty": lambda: (train_cli.main, _train(base, done)),
+      "model_dir_in_use": lambda: (train_cli.main, _train(base, base / "live")),
+      "resume_changed_setting": lambda: (train_cli.main, _train(
+          base, done, "--gin.RESUME=True", "--gin.make_optimizer.learning_rate=0.001")),
+      "resume_changed_vocab": lambda: (train_cli.main, _train(
+          base, done, "--gin.RESUME=True", "--gin.VOCAB_SIZE=300")),
+      "resume_more_steps": lambda: (train_cli.main, _train(
+          base, done, "--gin.RESUME=True", "--gin.TRAIN_STEPS=6")),
+      "proxy_without_reference": lambda: (train_cli.main, _train(
+          base, new("m"), run_gin="runs/proxy.gin")),
+      "reference_not_trained": lambda: (train_cli.main, _train(
+          base, new("n"), f"--gin.REFERENCE_MODEL_DIR='{base / 'empty_ref'}'",
+          run_gin="runs/proxy.gin")),
+      "nan_loss": lambda: (train_cli.main, _train(
+          base, new("o"), "--gin.make_optimizer.learning_rate=1e9",
+          "--gin.make_optimizer.warmup_steps=0", "--gin.make_optimizer.grad_clip_norm=1e30",
+          "--gin.TRAIN_STEPS=20")),
+      "weights_sum": lambda: weights_case("w_sum", (0.4, 0.2, 0.05, 0.05)),
+      "weights_negative": lambda: weights_case("w_neg", (0.6, 0.5, -0.2, 0.1)),
+      "weights_nan": lambda: weights_case("w_nan", (0.5, 0.5, 0.0, float("nan"))),
+      "weights_unknown_domain": lambda: (train_cli.main, _train(
+          base, new("s"), "--gin.TASK_MODULES=['{}']".format(_weights_file(
+              base, "w_unknown", {"prepared_no_such_domain": 0.5, "prepared_constant": 0.5})))),
+      "module_sum": lambda: (train_cli.main, _train(
+          base, new("t"), f"--gin.TASK_MODULES=['{_edited_module(base)}']")),
+      "prepare_unknown_source": lambda: (corpus_cli.main, [
+          "prepare", "--source=foo:/x", "--tokenizer=bytes", f"--out={new('u')}"]),
+      "prepare_out_inside_source": lambda: (corpus_cli.main, [
+          "prepare", f"--source=dir:{base / 'src'}", "--tokenizer=bytes",
+          f"--out={base / 'src' / 'inside'}"]),
+      "truncated_zst": lambda: (corpus_cli.main, [
+          "prepare", f"--source=dir:{_broken_corpus(base, 'zst')}", "--tokenizer=bytes",
+          f"--out={new('v')}"]),
+      "truncated_gz": lambda: (corpus_cli.main, [
+          "prepare", f"--source=dir:{_broken_corpus(base, 'gz')}", "--tokenizer=bytes",
+          f"--out={new('w')}"]),
+  }
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+  return {str(p.relative_to(directory)): p.read_bytes()
+          for p in sorted(directory.rglob("*")) if p.is_file() and p.name != lock.LOCK_FILE}
+
+
+@pytest.mark.parametrize("case", sorted(_catalogue()))
+def test_one_line_error(ctx, case, capsys):
+  main, argv = _cases(ctx)[case]()
+  before = _snapshot(ctx / "done")
+  holder = lock.RunLock(str(ctx / "live"), "MODEL_DIR") if case == "model_dir_in_use" else None
+  capsys.readouterr()
+  try:
+    if holder:
+      holder.__enter__()
+    with pytest.raises(SystemExit) as exit_info:
+      _run(main, argv)
+  finally:
+    if holder:
+      holder.__exit__(None, None, None)
+  err = capsys.readouterr().err
+  lines = [ln for ln in err.splitlines() if ln.strip()]
+  assert exit_info.value.code == 2 and "Traceback" not in err, err
+  assert len(lines) == 1 and lines[0].startswith("error: "), err
+  assert _pattern(_catalogue()[case]).match(lines[0][len("error: "):]), (lines[0], case)
+  assert _snapshot(ctx / "done") == before  # the finished run is untouched
+
+
+def test_catalogue_matches_the_cases(tmp_path):
+  assert sorted(_catalogue()) == sorted(_cases(tmp_path))
