@@ -22,8 +22,16 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import (checkpoints, config, fingerprint, lock, metrics, paths, preemption,
-                            training_input)
+from doremi_jax.run import (
+  checkpoints,
+  config,
+  fingerprint,
+  lock,
+  metrics,
+  paths,
+  preemption,
+  training_input,
+)
 from doremi_jax.run.proxy import ProxyExtras
 
 
