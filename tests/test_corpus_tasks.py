@@ -125,7 +125,9 @@ def test_baseline_rates_are_train_token_counts(user_corpus):
   rates = mixtures.mixture_rates("uc_baseline")
   assert rates == pytest.approx({k: v / total for k, v in counts.items()})
   assert mixtures.mixture_rates("uc_uniform") == pytest.approx({n: 0.25 for n in names})
-  cache = json.loads((user_corpus[0] / "tokenizer" / "token_counts.json").read_text())
+  tok_dir = Path(vocab.sentencepiece_model_file).parent  # under the cache root
+  assert not (user_corpus[0] / "tokenizer").exists()  # nothing written into the corpus
+  cache = json.loads((tok_dir / "token_counts.json").read_text())
   assert len(cache["entries"]) == 4
 
 
@@ -137,12 +139,12 @@ def test_mixture_sampling(user_corpus):
 
 
 def test_tokenizer_cache_and_determinism(user_corpus, tmp_path, monkeypatch):
-  root, _, _ = user_corpus
-  model = root / "tokenizer" / f"spm_{VOCAB}.model"
+  model = Path(_vocab("uc_alpha").sentencepiece_model_file)
   copy = tmp_path / "copy"
-  write_user_corpus(copy)
+  write_user_corpus(copy)  # the same texts
   corpus_tasks.register_corpus(str(copy), prefix="uc2", vocab_size=VOCAB)
-  assert (copy / "tokenizer" / model.name).read_bytes() == model.read_bytes()  # deterministic
+  trained = Path(_vocab("uc2_alpha").sentencepiece_model_file)
+  assert trained.read_bytes() == model.read_bytes()  # deterministic
 
   def no_training(*args, **kwargs):
     raise AssertionError("retrained a cached tokenizer")
@@ -294,7 +296,7 @@ def test_cli_stats_and_errors(user_corpus, tmp_path, capsys):
   bad.mkdir()
   (bad / "ok.jsonl").write_text('{"text": "fine"}\n', "utf-8")
   (bad / "hollow.jsonl").write_text('{"text": "  "}\n\n', "utf-8")
-  model = str(root / "tokenizer" / f"spm_{VOCAB}.model")
+  model = _vocab("uc_alpha").sentencepiece_model_file
   subprocess_cases = {  # all but the last fail before TensorFlow is imported
       "unknown domain": ["stats", str(root), "--vocab", str(VOCAB), "--domains", "alpha,nope"],
       "no domain files": ["stats", str(tmp_path / "empty")],
