@@ -85,12 +85,16 @@ def model_features(targets: np.ndarray, domain_ids: np.ndarray) -> dict[str, np.
 
 
 class MixtureInput:
-  """Global batches of a weighted mixture of a prepared corpus's domains, by step."""
+  """Global batches of a weighted mixture of a prepared corpus's domains, by step.
+
+  One read thread by default: a batch costs well under a millisecond, and more threads
+  only take cores from XLA (on 2 cores, 2 threads cost the loop ~8% of its steps/s;
+  ``benchmarks/input_pipeline.py``)."""
 
   def __init__(self, corpus: PreparedCorpus, weights: Mapping[str, float],
                global_batch_size: int, seed: int = 0, domains: Sequence[str] | None = None,
                split: str = "train", process_index: int = 0, process_count: int = 1,
-               window_batches: int | None = None, num_threads: int = 2, prefetch: int = 4):
+               window_batches: int | None = None, num_threads: int = 1, prefetch: int = 2):
     import grain  # pylint: disable=g-import-not-at-top
     self.domains = list(domains if domains is not None else sorted(weights))
     unknown = sorted(set(weights) - set(self.domains))
