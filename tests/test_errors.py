@@ -200,3 +200,31 @@ def test_one_line_error(ctx, case, capsys):
 
 def test_catalogue_matches_the_cases(tmp_path):
   assert sorted(_catalogue()) == sorted(_cases(tmp_path))
+
+
+def _file_size_limit():
+  import resource  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_a_failed_checkpoint_write_ends_with_one_line_and_resumes(ctx, tmp_path):
+  """Files over 1 MiB fail to write (RLIMIT_FSIZE: the path a full disk takes): the run
+  ends with exit 2 and an error line last; nothing partial is published, and the same
+  command with room to write resumes and finishes."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / "full"
+  argv = [sys.executable, "-m", "doremi_jax.train", *_train(ctx, model_dir),
+          "--gin.TRAIN_STEPS=6", "--gin.train.checkpoint_every=3", "--gin.VOCAB_SIZE=2048"]
+  proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        preexec_fn=_file_size_limit)
+  lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert lines[-1].startswith("error: cannot write checkpoint") and "File too large" in lines[-1]
+  assert not [p for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit()]
+  proc = subprocess.run(argv + ["--gin.RESUME=True"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads((model_dir / "train_summary.json").read_text())["steps"] == 6

@@ -6,7 +6,10 @@ to save (``save_interval_steps``) and which steps exist (``latest_step``).
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -41,10 +44,13 @@ class Checkpointer:
            metadata: dict[str, Any] | None = None) -> bool:
     """Saves when ``step`` is on the interval (or ``force``, e.g. the last step);
     ``metadata`` (JSON) is kept with the step (``metadata(step)``)."""
-    return self.manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(state.params),
-        state=ocp.args.StandardSave(_rest(state))), force=force,
-        custom_metadata=metadata)
+    try:
+      return self.manager.save(step, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(state.params),
+          state=ocp.args.StandardSave(_rest(state))), force=force,
+          custom_metadata=metadata)
+    except (OSError, ValueError) as exc:
+      raise self._write_error(step, exc) from None
 
   def metadata(self, step: int) -> dict[str, Any]:
     """What ``save`` kept with ``step`` (empty for checkpoints written without any)."""
@@ -60,8 +66,51 @@ class Checkpointer:
                       domains=rest["domains"])
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.manager.wait_until_finished()
+    except (OSError, ValueError) as exc:
+      raise self._write_error(None, exc) from None
+    finally:
+      self.manager.close()
+
+  def _write_error(self, step: int | None, exc: Exception) -> Exception:
+    """A failed write (disk full, read-only, quota; tensorstore reports them as ValueError)
+    as one line; orbax never publishes a partial step, so the latest one stays usable."""
+    text = str(exc)
+    why = re.search(r"Failed to write [^:]*: ([^\[\]]+?)\s*(\[|$)", text)
+    if why is None and not isinstance(exc, OSError):
+      return exc  # not a write failure: let it surface as it is
+    reason = why.group(1) if why else (exc.strerror or text)
+    what = f"checkpoint {step}" if step is not None else "a checkpoint"
+    _quiet_closed_loop_callbacks()
+    latest = self.latest_step()
+    then = (f"resume with RESUME=True from checkpoint {latest}" if latest is not None else
+            "start again (no checkpoint was written)")
+    return errors.DoremiError(f"cannot write {what} under {self.manager.directory}: {reason}; "
+                              f"free space (or fix the permissions) and {then}")
+
+
+def _not_a_write_failure(record: logging.LogRecord) -> bool:
+  """Orbax logs a failed background write with its traceback before the failure reaches
+  ``save``/``close``, which report it as one line; this drops that log record."""
+  exc = record.exc_info[1] if record.exc_info else None
+  return not (isinstance(exc, (OSError, ValueError)) and "Failed to write" in str(exc))
+
+
+logging.getLogger("absl").addFilter(_not_a_write_failure)
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """After a failed write, tensorstore's remaining writes call back into an asyncio loop
+  that orbax has closed; each prints "RuntimeError: Event loop is closed" through
+  ``sys.excepthook``. Those are echoes of the failure already reported in one line."""
+  previous = sys.excepthook
+
+  def hook(kind, value, tb):
+    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+      previous(kind, value, tb)
+
+  sys.excepthook = hook
 
 
 def _reader(model_dir: str) -> ocp.CheckpointManager:
