@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports Te
 
 from doremi_jax import errors, tables  # noqa: E402
 from doremi_jax.data import corpus_build, corpus_reader, corpus_sources, tokenizer  # noqa: E402
+from doremi_jax.data import prepare as prepare_lib  # noqa: E402  (Beam is imported when it runs)
 from doremi_jax.data.corpus_build import DEFAULT_CAP_BYTES, embedded_corpus_dir  # noqa: E402
 
 
@@ -90,7 +91,6 @@ def stats(corpus_dir: str, vocab: str | int, tokenizer_path: str | None,
 
 def prepare(args: argparse.Namespace, beam_args: Sequence[str]) -> None:
   """Runs the Beam job; flags it does not know are Beam pipeline options."""
-  from doremi_jax.data import prepare as prepare_lib  # imports Beam (seconds)
   start = time.perf_counter()
   manifest = prepare_lib.prepare(
       args.source, args.out, args.tokenizer, args.vocab_size, args.sequence_length,
@@ -127,13 +127,13 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--out", required=True, help="output dir (local or a Beam filesystem URL)")
   p.add_argument("--tokenizer", help="SentencePiece .model to use, or 'bytes'")
   p.add_argument("--vocab_size", type=int, help="train a SentencePiece model of this size")
-  p.add_argument("--sequence_length", type=int, default=1024)
+  p.add_argument("--sequence_length", type=int, default=prepare_lib.DEFAULT_SEQUENCE_LENGTH)
   p.add_argument("--validation_fraction", type=float, default=0.05)
-  p.add_argument("--shard_bytes", type=int, default=256 << 20,
+  p.add_argument("--shard_bytes", type=int, default=prepare_lib.DEFAULT_SHARD_BYTES,
                  help="text bytes per output shard (each is packed in one worker's memory)")
   p.add_argument("--sample_chars", type=int, default=tokenizer.DEFAULT_SAMPLE_CHARS,
                  help="characters per domain to train the tokenizer on")
-  p.add_argument("--array_record_options", default="group_size:1,uncompressed")
+  p.add_argument("--array_record_options", default=prepare_lib.DEFAULT_ARRAY_RECORD_OPTIONS)
   args, beam_args = ap.parse_known_args(argv)
   if args.command == "prepare":
     prepare(args, beam_args)

@@ -12,23 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from doremi_jax.data import prepare, synthetic_text
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch", "local_multihost.sh")
-LEN = 64
+LEN = 64  # conftest.prepared_dir's sequence length
 # Same global batches and mesh; only where the cross-device sums run differs (one process
 # vs gloo between two), so the float32 results may differ in the last bits.
 WEIGHT_TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory) -> str:
-  src = tmp_path_factory.mktemp("synthetic")
-  synthetic_text.write_corpus(str(src), scale=0.05)
-  out = tmp_path_factory.mktemp("prepared")
-  prepare.prepare(f"dir:{src}", str(out), vocab_size=320, sequence_length=LEN)
-  return str(out)
 
 
 def _run(prepared_dir, processes, devices, run_gin, model_dir, *extra):

@@ -10,22 +10,12 @@ import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
-import pytest
 
-from doremi_jax.data import prepare, synthetic_text
+from doremi_jax.data import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
-LEN = 64
-
-
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory) -> str:
-  src = tmp_path_factory.mktemp("synthetic")
-  synthetic_text.write_corpus(str(src), scale=0.05)
-  out = tmp_path_factory.mktemp("prepared")
-  prepare.prepare(f"dir:{src}", str(out), vocab_size=320, sequence_length=LEN)
-  return str(out)
+LEN = 64  # conftest.prepared_dir's sequence length
 
 
 def _train(prepared_dir, model_dir, *extra, length=LEN):

@@ -90,13 +90,17 @@ class TruncatedFile(Exception):
   """A compressed file ends inside a frame (cut short by a copy or a download)."""
 
 
+class CorruptZstd(Exception):
+  """Bytes that zstandard cannot decode (its message says why)."""
+
+
 class _ZstdFrames(io.RawIOBase):
   """Decompresses concatenated zstandard frames and, unlike ``stream_reader``, raises
   ``TruncatedFile`` when the file ends inside a frame instead of stopping short."""
 
   def __init__(self, raw: IO[bytes]):
     import zstandard  # pylint: disable=g-import-not-at-top
-    self._new = zstandard.ZstdDecompressor().decompressobj
+    self._new, self._error = zstandard.ZstdDecompressor().decompressobj, zstandard.ZstdError
     self._file, self._frame, self._pending = raw, None, b""
 
   def readable(self) -> bool:
@@ -112,7 +116,10 @@ class _ZstdFrames(io.RawIOBase):
       while chunk:
         if self._frame is None or self._frame.eof:
           self._frame = self._new()
-        self._pending += self._frame.decompress(chunk)
+        try:
+          self._pending += self._frame.decompress(chunk)
+        except self._error as exc:
+          raise CorruptZstd(str(exc)) from None
         chunk = self._frame.unused_data if self._frame.eof else b""
     n = min(len(buffer), len(self._pending))
     buffer[:n], self._pending = self._pending[:n], self._pending[n:]
@@ -149,9 +156,7 @@ def _lines(path: Path, opener: Callable[[Path], IO[str]] = open_text
     why = "truncated" if isinstance(exc, (TruncatedFile, EOFError)) else f"corrupt ({exc})"
     raise errors.DoremiError(f"{path}: compressed data {why} after line {lineno}; fetch the "
                              "file again") from None
-  except Exception as exc:  # pylint: disable=broad-except  (zstandard.ZstdError)
-    if type(exc).__name__ != "ZstdError":
-      raise
+  except CorruptZstd as exc:
     raise errors.DoremiError(f"{path}: corrupt zstandard data after line {lineno} ({exc}); "
                              "fetch the file again") from None
 

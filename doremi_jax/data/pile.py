@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from doremi_jax import errors
 from doremi_jax.data import corpus_reader
@@ -63,10 +63,12 @@ def split_files(files: Sequence[Path]) -> dict[str, list[Path]]:
   return {"train": train, "validation": val, "test": test}
 
 
-def iter_pile(files: Sequence[Path]) -> Iterator[tuple[str, str]]:
-  """(pile_set_name, text) for each document."""
+def iter_pile(files: Sequence[Path], opener: Callable[[Path], IO[str]] = corpus_reader.open_text
+              ) -> Iterator[tuple[str, str]]:
+  """(pile_set_name, text) for each non-empty document; ``opener`` reads a file as text
+  (local by default; the Beam job passes its remote-filesystem reader)."""
   for path in files:
-    for lineno, obj in corpus_reader.iter_json_lines(path):
+    for lineno, obj in corpus_reader.iter_json_lines(path, opener):
       text, meta = obj.get("text"), obj.get("meta") or {}
       name = meta.get("pile_set_name") if isinstance(meta, dict) else None
       if not isinstance(text, str) or not isinstance(name, str):

@@ -75,7 +75,7 @@ def write_shard(out_dir: str, shard: str, sequences: np.ndarray, options: str) -
   for row in sequences.astype("<i4", copy=False):
     writer.write(row.tobytes())
   writer.close()
-  digest = prepare_io.sha256(tmp)
+  digest = storage.file_sha256(tmp)
   prepare_io.publish(tmp, prepare_io.join(out_dir, shard))
   return digest
 

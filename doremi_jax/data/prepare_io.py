@@ -2,7 +2,6 @@
 outputs: files are written locally, then moved or copied to their destination."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -16,14 +15,6 @@ def is_remote(path: str) -> bool:
 
 def join(*parts: str) -> str:
   return "/".join(p.rstrip("/") for p in parts)
-
-
-def sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def publish(local_path: str, dest: str) -> None:

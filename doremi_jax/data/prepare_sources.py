@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from doremi_jax import errors
-from doremi_jax.data import corpus_reader
+from doremi_jax.data import corpus_reader, pile
 from doremi_jax.data.corpus_reader import split_of
-from doremi_jax.data.pile import PILE_DOMAINS
 
 SCHEMES = ("pile", "dir", "embedded")
 PILE_SUFFIX = ".jsonl.zst"
@@ -63,12 +62,6 @@ def _open_remote_text(path: str) -> IO[str]:
   from apache_beam.io.filesystems import CompressionTypes, FileSystems  # pylint: disable=g-import-not-at-top
   raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
   return corpus_reader.decompressed_text(raw, path)
-
-
-def _json_lines(path: str) -> Iterator[tuple[int, dict]]:
-  if "://" not in path:
-    return corpus_reader.iter_json_lines(Path(path))
-  return corpus_reader.iter_json_lines(path, _open_remote_text)
 
 
 def _pile_files(pattern: str) -> list[Path]:
@@ -114,7 +107,7 @@ def _resolve_pile(spec: str, pattern: str) -> SourcePlan:
     fp = corpus_reader.fingerprint(train, root, content=False)
   items = tuple(InputFile(str(f), None, fixed[f] or ("train" if by_files else None))
                 for f in files)
-  return SourcePlan(spec, items, {corpus_reader.sanitize(d): fp for d in PILE_DOMAINS},
+  return SourcePlan(spec, items, {corpus_reader.sanitize(d): fp for d in pile.PILE_DOMAINS},
                     "files" if by_files else "hash")
 
 
@@ -141,13 +134,10 @@ def resolve(spec: str) -> SourcePlan:
 
 
 def _pile_lines(path: str) -> Iterator[tuple[str, str]]:
-  for lineno, obj in _json_lines(path):
-    text, meta = obj.get("text"), obj.get("meta")
-    name = meta.get("pile_set_name") if isinstance(meta, dict) else None
-    if not isinstance(text, str) or not isinstance(name, str):
-      raise errors.DoremiError(f"{path}:{lineno}: expected 'text' and 'meta.pile_set_name'")
-    if text.strip():
-      yield corpus_reader.sanitize(name), text
+  files, opener = ([path], _open_remote_text) if "://" in path else ([Path(path)],
+                                                                     corpus_reader.open_text)
+  for name, text in pile.iter_pile(files, opener):
+    yield corpus_reader.sanitize(name), text
 
 
 def read_file(item: InputFile, validation_fraction: float) -> Iterator[tuple[str, str, str]]:

@@ -9,14 +9,13 @@ No TensorFlow here: SeqIO Tasks (``prepared_tasks``) and the grain input
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from doremi_jax import errors
+from doremi_jax import errors, storage
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation", "test")
@@ -134,11 +133,7 @@ class PreparedCorpus:
     if tok.get("path"):
       wanted.append((tok["path"], tok["sha256"]))
     for rel, digest in wanted:
-      h = hashlib.sha256()
-      with open(os.path.join(self.root, rel), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-          h.update(chunk)
-      if h.hexdigest() != digest:
+      if storage.file_sha256(os.path.join(self.root, rel)) != digest:
         raise errors.DoremiError(f"{self.root}/{rel}: sha256 differs from the manifest")
 
 

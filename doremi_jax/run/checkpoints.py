@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -36,6 +35,12 @@ class Checkpointer:
                                            save_decision_policy=policy)
     self.manager = ocp.CheckpointManager(paths.checkpoint_dir(model_dir), options=options,
                                          item_names=_ITEMS)
+    self.interval = save_interval_steps
+    logging.getLogger("absl").addFilter(_not_a_write_failure)  # once: filters are a set
+
+  def due(self, step: int) -> bool:
+    """Whether ``save(step)`` would save without ``force``."""
+    return step % self.interval == 0
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -82,7 +87,6 @@ class Checkpointer:
       return exc  # not a write failure: let it surface as it is
     reason = why.group(1) if why else (exc.strerror or text)
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
-    _quiet_closed_loop_callbacks()
     latest = self.latest_step()
     then = (f"resume with RESUME=True from checkpoint {latest}" if latest is not None else
             "start again (no checkpoint was written)")
@@ -95,22 +99,6 @@ def _not_a_write_failure(record: logging.LogRecord) -> bool:
   ``save``/``close``, which report it as one line; this drops that log record."""
   exc = record.exc_info[1] if record.exc_info else None
   return not (isinstance(exc, (OSError, ValueError)) and "Failed to write" in str(exc))
-
-
-logging.getLogger("absl").addFilter(_not_a_write_failure)
-
-
-def _quiet_closed_loop_callbacks() -> None:
-  """After a failed write, tensorstore's remaining writes call back into an asyncio loop
-  that orbax has closed; each prints "RuntimeError: Event loop is closed" through
-  ``sys.excepthook``. Those are echoes of the failure already reported in one line."""
-  previous = sys.excepthook
-
-  def hook(kind, value, tb):
-    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-      previous(kind, value, tb)
-
-  sys.excepthook = hook
 
 
 def _reader(model_dir: str) -> ocp.CheckpointManager:

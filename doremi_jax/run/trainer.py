@@ -135,8 +135,8 @@ class Trainer:
     if self.is_writer:
       config.write_operative_config(paths.config_file(run.model_dir, self.start))
     self.batches, self.input_kind = training_input.training_batches(
-        self.provider, self.domains, run.task_feature_lengths, run.batch_size, run.seed,
-        self.start, steps.batch_shardings(self.mesh, rules), self.prepared_input)
+        self.prepared_input, self.provider, self.domains, run.task_feature_lengths,
+        run.batch_size, run.seed, self.start, steps.batch_shardings(self.mesh, rules))
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
 
@@ -171,6 +171,8 @@ class Trainer:
 
   def save(self, step: int, force: bool) -> bool:
     """A checkpoint (on the interval, or forced) that keeps the last log with it."""
+    if not (force or self.checkpointer.due(step)):
+      return False
     last_log = None if self.last is None else {
         "loss": np.asarray(self.last["loss"]).tolist(),
         "tokens_per_second": float(self.last["tokens_per_second"])}

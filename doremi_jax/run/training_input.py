@@ -60,16 +60,13 @@ def global_arrays(local_batches: Iterator[Mapping[str, np.ndarray]],
            for k, v in local.items()}
 
 
-def training_batches(provider: seqio.Task | seqio.Mixture, domains: Sequence[str],
+def training_batches(prepared: grain_input.MixtureInput | None,
+                     provider: seqio.Task | seqio.Mixture, domains: Sequence[str],
                      feature_lengths: Mapping[str, int], batch_size: int, seed: int,
-                     start_step: int, shardings: Mapping[str, jax.sharding.Sharding],
-                     prepared: grain_input.MixtureInput | None = None
+                     start_step: int, shardings: Mapping[str, jax.sharding.Sharding]
                      ) -> tuple[Iterator[dict[str, jax.Array]], str]:
-  """(global batches from ``start_step`` on, "grain" or "seqio"); ``prepared``: the
-  provider's ``mixture_input``, when already built."""
-  if prepared is None:
-    prepared = mixture_input(provider, domains, int(feature_lengths["targets"]), batch_size,
-                             seed)
+  """(global batches from ``start_step`` on, "grain" or "seqio"): ``prepared`` (the
+  provider's ``mixture_input``) when it has one, SeqIO otherwise."""
   if prepared is not None:
     return global_arrays(prepared.batches_from(start_step), shardings), "grain"
   ds = seqio_input.seqio_dataset(provider, feature_lengths, "train", batch_size, domains,
