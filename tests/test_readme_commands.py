@@ -23,7 +23,6 @@ NOT_RUN = {
     "make test": "this suite is make test",
     "pip install 'apache-beam[gcp]": "cloud extras, not in requirements.lock",
     "doremi-corpus prepare --source=pile:gs://": "needs Google Cloud (Dataflow)",
-    "gcloud ": "needs Google Cloud (a TPU pod)",
     "python -m doremi_jax.corpus build": "downloads packages; test_corpus_tasks builds a slice",
     "doremi-corpus prepare --source=embedded": "run by test_prepare::test_embedded_source (slow)",
     "python -m doremi_jax.corpus stats ~/.cache/doremi_jax/embedded_corpus":
@@ -83,7 +82,9 @@ RUN = ("python -m doremi_jax.corpus stats DIR", "doremi-corpus prepare --source=
        "python -m doremi_jax.train --gin_file=runs/proxy.gin", "python -m doremi_jax.evaluate",
        "python -m doremi_jax.pipeline --gin_file=experiments/synthetic.gin",
        "launch/local_multihost.sh",
-       "python -m doremi_jax.pipeline --gin_file=experiments/corpus.gin")
+       "python -m doremi_jax.pipeline --gin_file=experiments/corpus.gin",
+       # The pod and GPU-node commands run with --dry_run (test_launch_commands_dry_run).
+       "export TPU_NAME=", "launch/tpu_pod.sh ", "launch/gpu_node.sh ")
 
 
 def test_every_readme_command_is_run_or_excused():
@@ -131,6 +132,28 @@ def test_local_multihost_command(tmp_path):
        **{"launch/local_multihost.sh": str(ROOT / "launch" / "local_multihost.sh"),
           ".venv/bin/python": sys.executable, "TRAIN_STEPS=10": "TRAIN_STEPS=2"})
   assert (tmp_path / "runs" / "mh" / "reference" / "train_summary.json").exists()
+
+
+def test_launch_commands_dry_run(tmp_path):
+  """Each pod / GPU-node command with --dry_run after its subcommand, in the environment
+  the README's export sets: every setting present, every flag known, nothing called (a
+  gcloud on PATH would leave a file)."""
+  gcloud = tmp_path / "bin" / "gcloud"
+  gcloud.parent.mkdir()
+  gcloud.write_text(f"#!/bin/sh\ntouch {tmp_path / 'called'}\n")
+  gcloud.chmod(0o755)
+  (export,) = {c for c in readme_commands() if c.startswith("export TPU_NAME=")}
+  env = dict(ENV, PATH=f"{gcloud.parent}:{ENV['PATH']}")
+  env.update(word.split("=", 1) for word in shlex.split(export)[1:])
+  commands = [c for c in readme_commands() if c.startswith(RUN[-2:])]
+  assert len(commands) >= 10, commands
+  for command in commands:
+    argv = shlex.split(command)
+    argv[:2] = [str(ROOT / argv[0]), argv[1], "--dry_run"]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("+ "), (command, proc.stderr)
+  assert not (tmp_path / "called").exists()
 
 
 @pytest.mark.parametrize("prefix", sorted(NOT_RUN))
