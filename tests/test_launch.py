@@ -77,6 +77,15 @@ def _script(argv, env, expect_rc=0):
   return proc
 
 
+def _wait_for(read, text, seconds=30):
+  """read() once it contains text (a started or stopped process, on a busy machine)."""
+  deadline = time.monotonic() + seconds
+  while text not in (out := read()):
+    assert time.monotonic() < deadline, (text, out)
+    time.sleep(0.05)
+  return out
+
+
 def _printed(stdout):
   """The printed commands, split as a shell would."""
   return [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
@@ -159,11 +168,7 @@ def test_tpu_worker_lines_run_in_the_background_resume_and_refuse_a_second(fake,
     _script(argv, env)
     pid_file = next((home / "doremi-jax" / "logs").glob("*.pid"))
     log = pid_file.with_suffix(".log")
-    for _ in range(100):  # the fake python prints once it has started
-      if "argv=" in log.read_text():
-        break
-      time.sleep(0.05)
-    text = log.read_text()
+    text = _wait_for(lambda: log.read_text(), "argv=")  # printed once it has started
     assert "distributed=auto" in text and "libtpu=--xla_tpu_flag=1" in text, text
     assert repr(["-m", "doremi_jax.pipeline", *PILE_ARGS]) in text, text
     assert "running, pid" in _script([TPU, "status", *POD], env).stdout
@@ -173,8 +178,7 @@ def test_tpu_worker_lines_run_in_the_background_resume_and_refuse_a_second(fake,
   finally:
     if pid_file is not None:
       os.kill(int(pid_file.read_text()), signal.SIGTERM)
-  time.sleep(0.2)
-  assert "not running" in _script([TPU, "status", *POD], env).stdout
+  _wait_for(lambda: _script([TPU, "status", *POD], env).stdout, "not running")
   _script(argv, env)  # preempted or killed: the same command starts it again
   os.kill(int(pid_file.read_text()), signal.SIGTERM)
   assert log.read_text().count("== ") == 2  # one start line per run, appended
@@ -243,10 +247,7 @@ def test_gpu_background_run_status_logs(fake, tmp_path):
     assert "running, pid" in _script([GPU, "status", *flags], env).stdout
     second = _script([GPU, "run", *flags], env, expect_rc=2)
     assert "already runs pid" in second.stderr
-    for _ in range(100):
-      if "argv=" in (logs / "gpu_node.log").read_text():
-        break
-      time.sleep(0.05)
+    _wait_for(lambda: (logs / "gpu_node.log").read_text(), "argv=")
     assert "demo.gin" in _script([GPU, "logs", *flags], env).stdout
   finally:
     os.kill(pid, signal.SIGTERM)
