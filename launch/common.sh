@@ -119,6 +119,11 @@ status_line() {  # BASE
   echo "if $(alive_test "$1"); then echo \"\$(hostname): running, pid \$(cat $1.pid)\"; else echo \"\$(hostname): not running\"; fi; tail -n 1 $1.log 2>/dev/null || true"
 }
 
+# SIGTERM, as a preemption would send: the run writes a checkpoint and exits 143.
+stop_line() {  # BASE
+  echo "if $(alive_test "$1"); then kill \"\$(cat $1.pid)\"; echo \"\$(hostname): sent SIGTERM to pid \$(cat $1.pid); it checkpoints, then exits\"; else echo \"\$(hostname): not running\"; fi"
+}
+
 tail_line() {  # BASE LINES FOLLOW
   echo "tail -n $2$([ "$3" = 1 ] && echo " -F") $1.log | sed -u \"s/^/\$(hostname): /\""
 }

@@ -26,6 +26,7 @@ Usage: launch/gpu_node.sh SUBCOMMAND [flags] [-- ARGS]
            and an interrupted one resumes from its last checkpoint.
   logs     the last --lines (50) lines of the log; --follow keeps following
   status   whether the run is alive, and the log's last line
+  stop     SIGTERM to the run: it writes a checkpoint and exits; \`run\` resumes
 
 Settings (flag, else environment variable):
   --venv VENV (default .venv)  --log_dir LOG_DIR (default runs/logs)
@@ -53,7 +54,7 @@ set_switch() {  # --foreground
 }
 
 parse_args "$@"
-take_subcommand "setup run logs status"
+take_subcommand "setup run logs status stop"
 LOG="$(shq "$LOG_DIR")/gpu_node"
 echo "+ cd $(shq "$ROOT")"
 cd "$ROOT"
@@ -79,6 +80,10 @@ logs() {
 
 status() {
   run_sh "$(status_line "$LOG")"
+}
+
+stop() {
+  run_sh "$(stop_line "$LOG")"
 }
 
 "$SUBCOMMAND"

@@ -22,13 +22,14 @@ Usage: launch/tpu_pod.sh SUBCOMMAND [flags] [-- ARGS]
            REMOTE_DIR/logs/<hostname>.log; a worker already running one refuses (exit 2).
   logs     the last --lines (50) lines of each worker's log; --follow keeps following
   status   the TPU's state, and whether each worker's run is alive
+  stop     SIGTERM to each worker's run: it writes a checkpoint and exits; `run` resumes
   ssh      run the shell command in ARGS on the workers (mounts, checks)
   delete   gcloud compute tpus tpu-vm delete
 
 Preempted (a spot/preemptible slice is stopped; state PREEMPTED), or a run killed? Run
 the same `run` command again (after delete, create and setup if the slice is gone):
 the pipeline reuses finished stages (fingerprints checked) and resumes an interrupted
-one from its last checkpoint. For that the experiment dir (and anything a run must
+one from its last checkpoint (a single doremi_jax.train run: add --gin.RESUME=True). For that the experiment dir (and anything a run must
 find again) has to live on storage that outlives the VMs, e.g. a Filestore NFS mount.
 
 Settings (flag, else environment variable):
@@ -70,7 +71,7 @@ set_switch() {  # --spot or --preemptible
 }
 
 parse_args "$@"
-take_subcommand "create setup run logs status ssh delete"
+take_subcommand "create setup run logs status stop ssh delete"
 need "$NAME" --name TPU_NAME
 need "$ZONE" --zone ZONE
 
@@ -124,6 +125,10 @@ status() {
   on_workers "cd $(shq "$REMOTE_DIR") || exit 1; $(status_line "$LOG")"
 }
 
+stop() {
+  on_workers "cd $(shq "$REMOTE_DIR") || exit 1; $(stop_line "$LOG")"
+}
+
 ssh_workers() {
   ((${#PASSTHROUGH[@]})) || die "ssh needs a command after --, e.g. -- 'df -h /runs'"
   on_workers "${PASSTHROUGH[*]}"
@@ -134,6 +139,6 @@ delete() {
 }
 
 case $SUBCOMMAND in
-  create | setup | run | logs | status | delete) "$SUBCOMMAND" ;;
+  create | setup | run | logs | status | stop | delete) "$SUBCOMMAND" ;;
   ssh) ssh_workers ;;
 esac

@@ -115,6 +115,7 @@ def test_tpu_dry_runs_print_the_commands_and_run_nothing(fake):
                                  "--spot"]),
                      ("setup", ["--git_url=https://example.org/doremi-jax.git", "--git_ref=v1"]),
                      ("run", ["--", *PILE_ARGS]), ("logs", ["--follow"]), ("status", []),
+                     ("stop", []),
                      ("ssh", ["--", "df -h /runs"]), ("delete", [])):
     out[sub] = _printed(_script([TPU, sub, *POD, "--dry_run", *extra], env).stdout)
   assert recorded() == []
@@ -125,7 +126,7 @@ def test_tpu_dry_runs_print_the_commands_and_run_nothing(fake):
   assert out["delete"] == [[*tpu_vm, "delete", *base]]
   assert out["status"][0] == [*tpu_vm, "describe", *base,
                               "--format=table(name.basename(),acceleratorType,state,health)"]
-  for sub in ("setup", "run", "logs", "ssh"):
+  for sub in ("setup", "run", "logs", "stop", "ssh"):
     (call,) = out[sub]
     assert call[:-1] == [*tpu_vm, "ssh", *base, "--worker=all"], call
   command = {sub: out[sub][0][-1].removeprefix("--command=") for sub in ("setup", "run", "ssh")}
@@ -156,18 +157,27 @@ def test_tpu_calls_equal_the_printed_commands(fake, tmp_path):
   assert not [n for n in listing if n.startswith((".venv/", ".git/"))]
 
 
-def test_tpu_worker_lines_run_in_the_background_resume_and_refuse_a_second(fake, tmp_path):
-  """The shell lines `run`, `status` and `logs` send, run by a local stand-in worker."""
+def _kill(pid_file):
+  """Ends a stand-in run a failed test left behind."""
+  try:
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+  except (FileNotFoundError, ProcessLookupError):
+    pass
+
+
+def test_tpu_worker_lines_run_in_the_background_stop_and_run_again(fake, tmp_path):
+  """The shell lines `run`, `status`, `logs` and `stop` send, run by a local stand-in
+  worker: a second run while one is alive is refused; after a stop the same command
+  starts again."""
   env, _ = fake
   home = tmp_path / "home"
   _executable(home / "doremi-jax" / ".venv" / "bin" / "python", FAKE_PYTHON)
   env = dict(env, FAKE_HOME=str(home))
   argv = [TPU, "run", *POD, "--env=LIBTPU_INIT_ARGS=--xla_tpu_flag=1", "--", *PILE_ARGS]
-  pid_file = None
+  pid_file = home / "doremi-jax" / "logs" / f"{os.uname().nodename}.pid"
+  log = pid_file.with_suffix(".log")
   try:
     _script(argv, env)
-    pid_file = next((home / "doremi-jax" / "logs").glob("*.pid"))
-    log = pid_file.with_suffix(".log")
     text = _wait_for(lambda: log.read_text(), "argv=")  # printed once it has started
     assert "distributed=auto" in text and "libtpu=--xla_tpu_flag=1" in text, text
     assert repr(["-m", "doremi_jax.pipeline", *PILE_ARGS]) in text, text
@@ -175,13 +185,13 @@ def test_tpu_worker_lines_run_in_the_background_resume_and_refuse_a_second(fake,
     second = _script(argv, env, expect_rc=2)
     assert second.stderr.strip().startswith("error: ") and "already runs pid" in second.stderr
     assert "distributed=auto" in _script([TPU, "logs", *POD, "--lines=5"], env).stdout
+    assert "sent SIGTERM" in _script([TPU, "stop", *POD], env).stdout
+    _wait_for(lambda: _script([TPU, "status", *POD], env).stdout, "not running")
+    _script(argv, env)  # preempted, stopped or killed: the same command starts it again
+    assert "running, pid" in _script([TPU, "status", *POD], env).stdout
+    assert log.read_text().count("== ") == 2  # one start line per run, appended
   finally:
-    if pid_file is not None:
-      os.kill(int(pid_file.read_text()), signal.SIGTERM)
-  _wait_for(lambda: _script([TPU, "status", *POD], env).stdout, "not running")
-  _script(argv, env)  # preempted or killed: the same command starts it again
-  os.kill(int(pid_file.read_text()), signal.SIGTERM)
-  assert log.read_text().count("== ") == 2  # one start line per run, appended
+    _kill(pid_file)
 
 
 @pytest.mark.parametrize("argv, problem", [
@@ -236,21 +246,22 @@ def test_gpu_dry_runs_and_a_foreground_run(fake, tmp_path):
   assert "xla=--xla_gpu_enable_latency_hiding_scheduler=true" in out
 
 
-def test_gpu_background_run_status_logs(fake, tmp_path):
+def test_gpu_background_run_status_logs_stop(fake, tmp_path):
   env, _ = fake
   venv, logs = tmp_path / "venv", tmp_path / "logs"
   _executable(venv / "bin" / "python", FAKE_PYTHON)
   flags = [f"--venv={venv}", f"--log_dir={logs}"]
   _script([GPU, "run", *flags, "--", "--gin_file=experiments/demo.gin"], env)
-  pid = int((logs / "gpu_node.pid").read_text())
   try:
     assert "running, pid" in _script([GPU, "status", *flags], env).stdout
     second = _script([GPU, "run", *flags], env, expect_rc=2)
     assert "already runs pid" in second.stderr
     _wait_for(lambda: (logs / "gpu_node.log").read_text(), "argv=")
     assert "demo.gin" in _script([GPU, "logs", *flags], env).stdout
+    assert "sent SIGTERM" in _script([GPU, "stop", *flags], env).stdout
+    _wait_for(lambda: _script([GPU, "status", *flags], env).stdout, "not running")
   finally:
-    os.kill(pid, signal.SIGTERM)
+    _kill(logs / "gpu_node.pid")
 
 
 def test_gpu_xla_flags_are_known_to_the_pinned_jaxlib(fake):
