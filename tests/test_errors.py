@@ -209,22 +209,31 @@ def _file_size_limit():
   resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
+def _checkpoint_steps(model_dir: Path) -> list[int]:
+  return sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit())
+
+
 def test_a_failed_checkpoint_write_ends_with_one_line_and_resumes(ctx, tmp_path):
-  """Files over 1 MiB fail to write (RLIMIT_FSIZE: the path a full disk takes): the run
-  ends with exit 2 and an error line last; nothing partial is published, and the same
-  command with room to write resumes and finishes."""
+  """Checkpoint 3 is written; then files over 1 MiB fail to write (RLIMIT_FSIZE: the path a
+  full disk takes), so checkpoint 6 fails: exit 2 and only the error line, checkpoint 3
+  untouched, and the same command with room to write resumes from it and finishes."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   model_dir = tmp_path / "full"
-  argv = [sys.executable, "-m", "doremi_jax.train", *_train(ctx, model_dir),
-          "--gin.TRAIN_STEPS=6", "--gin.train.checkpoint_every=3", "--gin.VOCAB_SIZE=2048"]
-  proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600,
+  big = ["--gin.train.checkpoint_every=3", "--gin.VOCAB_SIZE=2048"]
+  _run(train_cli.main, _train(ctx, model_dir, "--gin.TRAIN_STEPS=3", *big))
+  assert _checkpoint_steps(model_dir) == [3]
+  argv = [*_train(ctx, model_dir, "--gin.TRAIN_STEPS=6", *big), "--gin.RESUME=True",
+          """--gin.RESUME_IGNORE_CHANGES=['train.train_steps']"""]
+  proc = subprocess.run([sys.executable, "-m", "doremi_jax.train", *argv], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600,
                         preexec_fn=_file_size_limit)
   lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert lines[-1].startswith("error: cannot write checkpoint") and "File too large" in lines[-1]
-  assert not [p for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit()]
-  proc = subprocess.run(argv + ["--gin.RESUME=True"], cwd=ROOT, capture_output=True, text=True,
-                        timeout=600)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert json.loads((model_dir / "train_summary.json").read_text())["steps"] == 6
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert len(lines) == 1, proc.stderr[-2000:]
+  assert lines[0].startswith(f"error: cannot write checkpoint 6 under {model_dir}")
+  assert "File too large" in lines[0] and lines[0].endswith("from checkpoint 3"), lines[0]
+  assert _checkpoint_steps(model_dir) == [3]
+  assert _run(train_cli.main, argv)["steps"] == 6
+  assert _checkpoint_steps(model_dir) == [3, 6]
+  assert (model_dir / "config.3.gin").exists()  # the start that resumed from checkpoint 3
