@@ -2,10 +2,13 @@
 message, exit code 2, no traceback, and nothing already written changed."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
+import resource
 import shutil
+import signal
 from pathlib import Path
 
 import gin
@@ -13,10 +16,10 @@ import pytest
 import zstandard
 
 from doremi_jax import corpus as corpus_cli
-from doremi_jax import mixture_files
+from doremi_jax import errors, mixture_files
 from doremi_jax import train as train_cli
 from doremi_jax.data import prepare, synthetic_text
-from doremi_jax.run import lock
+from doremi_jax.run import lock, paths
 from doremi_jax.tasks import prepared as prepared_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +137,10 @@ def _cases(base: Path) -> dict:
           base, new("l"), f"--gin.PREPARED_DIR='{base / 'nothing'}'")),
       "model_dir_not_empty": lambda: (train_cli.main, _train(base, done)),
       "model_dir_in_use": lambda: (train_cli.main, _train(base, base / "live")),
+      "model_dir_under_a_file": lambda: (train_cli.main, _train(
+          base, base / "prepared" / "manifest.json" / "run")),
+      "model_dir_no_room": lambda: (_without_room(train_cli.main), _train(
+          base, done, "--gin.RESUME=True")),
       "resume_changed_setting": lambda: (train_cli.main, _train(
           base, done, "--gin.RESUME=True", "--gin.make_optimizer.learning_rate=0.001")),
       "resume_changed_vocab": lambda: (train_cli.main, _train(
@@ -202,11 +209,48 @@ def test_catalogue_matches_the_cases(tmp_path):
   assert sorted(_catalogue()) == sorted(_cases(tmp_path))
 
 
-def _file_size_limit():
-  import resource  # pylint: disable=g-import-not-at-top
-  import signal  # pylint: disable=g-import-not-at-top
+def _file_size_limit(nbytes: int = 1 << 20):
+  """Files over ``nbytes`` fail to write with EFBIG, the way a full disk fails them."""
   signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-  resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+  resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+@contextlib.contextmanager
+def _no_room():
+  """In this process, for a moment: no file can grow (a full disk)."""
+  limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
+  _file_size_limit(0)
+  try:
+    yield
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    signal.signal(signal.SIGXFSZ, handler)
+
+
+def _without_room(main):
+  def run(argv):
+    with _no_room():
+      return main(argv)
+  return run
+
+
+def test_a_full_disk_anywhere_is_one_line_and_keeps_the_old_file(tmp_path, capsys):
+  """Past the start (e.g. the summary at the end), a full disk is one line naming the file,
+  even through gin's re-raise, and the file it would have replaced is as it was."""
+  summary = tmp_path / "train_summary.json"
+  summary.write_text("{}")
+
+  @gin.configurable("write_summary_without_room")
+  def write_summary():
+    with _no_room():
+      paths.write_json(str(summary), {"steps": 2})
+
+  with pytest.raises(SystemExit) as exit_info:
+    errors.exit_on_user_error(lambda: write_summary())()  # pylint: disable=unnecessary-lambda
+  lines = capsys.readouterr().err.splitlines()
+  assert exit_info.value.code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith(f"error: no room to write '{summary}': File too large"), lines
+  assert summary.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [summary.name]
 
 
 def _checkpoint_steps(model_dir: Path) -> list[int]:

@@ -106,7 +106,7 @@ class Checkpointer:
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
     latest = self.latest_step()
     then = (f"resume with RESUME=True from checkpoint {latest}" if latest is not None else
-            "start again (no checkpoint was written)")
+            "run again with RESUME=True (no checkpoint was written: it starts over)")
     return errors.DoremiError(f"cannot write {what} under {self.manager.directory}: {reason}; "
                               f"free space (or fix the permissions) and {then}")
 
