@@ -104,6 +104,16 @@ def _broken_corpus(base: Path, kind: str) -> Path:
   return src
 
 
+def _bad_line_corpus(base: Path) -> Path:
+  src = base / "bad_line"
+  shutil.rmtree(src, ignore_errors=True)
+  src.mkdir()
+  lines = [json.dumps({"text": f"story {i}"}) for i in range(20)]
+  lines[10] = '{"text": "cut sh'
+  (src / "news.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+  return src
+
+
 def _cases(base: Path) -> dict:
   """case -> (CLI main, argv); built lazily so each case makes only its own files."""
   new = lambda name: base / "new" / name  # noqa: E731
@@ -169,6 +179,9 @@ def _cases(base: Path) -> dict:
       "prepare_out_inside_source": lambda: (corpus_cli.main, [
           "prepare", f"--source=dir:{base / 'src'}", "--tokenizer=bytes",
           f"--out={base / 'src' / 'inside'}"]),
+      "bad_json_line": lambda: (corpus_cli.main, [
+          "prepare", f"--source=dir:{_bad_line_corpus(base)}", "--tokenizer=bytes",
+          f"--out={new('x')}"]),
       "truncated_zst": lambda: (corpus_cli.main, [
           "prepare", f"--source=dir:{_broken_corpus(base, 'zst')}", "--tokenizer=bytes",
           f"--out={new('v')}"]),
