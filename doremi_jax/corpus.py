@@ -3,7 +3,7 @@
     python -m doremi_jax.corpus build [--out DIR] [--cap-bytes N]
     python -m doremi_jax.corpus stats DIR [--vocab 8000|bytes] [--tokenizer PATH]
     python -m doremi_jax.corpus prepare --source=pile:DIR|dir:DIR|embedded --out=DIR \\
-        [--vocab_size=N | --tokenizer=PATH] [--sequence_length=L] [Beam pipeline options]
+        [--vocab_size=N | --tokenizer=PATH] [--sequence_length=L] [--skip_bad_lines] [Beam options]
 
 ``prepare`` is the Apache Beam job of ``doremi_jax.data.prepare``: packed per-domain
 ArrayRecord shards plus ``manifest.json``, for training at scale (DirectRunner here;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import Sequence
 
@@ -95,8 +96,10 @@ def prepare(args: argparse.Namespace, beam_args: Sequence[str]) -> None:
   manifest = prepare_lib.prepare(
       args.source, args.out, args.tokenizer, args.vocab_size, args.sequence_length,
       args.validation_fraction, args.shard_bytes, args.sample_chars,
-      args.array_record_options, beam_args)
+      args.array_record_options, beam_args, skip_bad_lines=args.skip_bad_lines)
   print(prepare_lib.summary(manifest))
+  for line in corpus_reader.warnings(manifest.get(prepare_lib.BAD_LINES, {})):
+    print(line, file=sys.stderr, flush=True)
   print(f"{args.out}/{prepare_lib.MANIFEST}: {len(manifest['domains'])} domains, sequence "
         f"length {manifest['sequence_length']}, tokenizer "
         f"{manifest['tokenizer'].get('path', 'bytes')}, {time.perf_counter() - start:.1f}s")
@@ -134,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--sample_chars", type=int, default=tokenizer.DEFAULT_SAMPLE_CHARS,
                  help="characters per domain to train the tokenizer on")
   p.add_argument("--array_record_options", default=prepare_lib.DEFAULT_ARRAY_RECORD_OPTIONS)
+  p.add_argument("--skip_bad_lines", action="store_true",
+                 help="skip lines that are not a JSON object with the document, counting them "
+                      "per file (manifest.json 'bad_lines'), instead of stopping at the first")
   args, beam_args = ap.parse_known_args(argv)
   if args.command == "prepare":
     prepare(args, beam_args)

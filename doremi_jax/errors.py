@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import os
 import sys
@@ -51,6 +52,26 @@ def _one_line(exc: BaseException) -> str:
   return text if len(text) < 400 else text[:397] + "..."
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _storage_line(exc: OSError) -> str | None:
+  """A full disk, a quota or a read-only place as one line naming the file (None for other
+  OS errors, which are bugs until shown otherwise). Writes that replace a file go through
+  ``storage.write_atomic``, so what was written before is as it was."""
+  while exc.errno is None and isinstance(exc.__context__, OSError):
+    exc = exc.__context__  # gin re-raises a proxy without errno; the original is the context
+  where = repr(exc.filename) if exc.filename else "a file"
+  if exc.errno in _NO_ROOM:
+    return (f"no room to write {where}: {exc.strerror}; free space (or raise the quota) and "
+            "run the command again (training continues from its last checkpoint with "
+            "--gin.RESUME=True)")
+  if exc.errno in _NOT_WRITABLE:
+    return f"cannot write {where}: {exc.strerror}; fix the permissions or write elsewhere"
+  return None
+
+
 def _silence_stderr() -> None:
   """At exit after a user error: TensorFlow's C++ destructors (e.g. a cached dataset's
   iterator, read only in part) log past TF_CPP_MIN_LOG_LEVEL and would follow the one line."""
@@ -60,9 +81,16 @@ def _silence_stderr() -> None:
   os.close(devnull)
 
 
+def _exit_with(line: str) -> None:
+  print(f"error: {line}", file=sys.stderr, flush=True)
+  atexit.register(_silence_stderr)
+  sys.exit(2)
+
+
 def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | None]:
-  """Decorates a CLI main: user errors become ``error: <one line>`` and exit 2; a
-  preempted run prints its one line and exits 128 + the signal's number."""
+  """Decorates a CLI main: user errors, a full disk and a read-only place become
+  ``error: <one line>`` and exit 2; a preempted run prints its one line and exits 128 + the
+  signal's number."""
 
   @functools.wraps(main)
   def wrapper(*args, **kwargs):
@@ -73,9 +101,12 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | N
       atexit.register(_silence_stderr)
       sys.exit(exc.exit_code)
     except (DoremiError, FileNotFoundError) as exc:
-      print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
-      atexit.register(_silence_stderr)
-      sys.exit(2)
+      _exit_with(_one_line(exc))
+    except OSError as exc:
+      line = _storage_line(exc)
+      if line is None:
+        raise
+      _exit_with(line)
     except KeyboardInterrupt:
       print("error: interrupted (checkpoints written so far are kept)", file=sys.stderr)
       sys.exit(130)

@@ -6,9 +6,10 @@ made on one machine imports on another where the data lives elsewhere.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 CACHE_ENV = "DOREMI_CACHE"
@@ -37,11 +38,21 @@ def file_sha256(path: str | Path) -> str:
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
-  """Writes through a temporary file and a rename, so readers never see half a file."""
+  """Writes through a temporary file and a rename, so readers never see half a file and a
+  failed write (disk full) leaves the old file as it was and no temporary behind."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  # Not mkstemp: its files are private (0600); this one gets the umask's mode like open's.
+  tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
   mode = "wb" if isinstance(data, bytes) else "w"
-  with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
-    f.write(data)
-  os.replace(tmp, path)
+  try:
+    with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException as exc:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    if isinstance(exc, OSError) and exc.filename is None:  # a write names no file
+      raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    raise

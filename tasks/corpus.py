@@ -65,12 +65,16 @@ def register_corpus(corpus_dir: str = gin.REQUIRED, prefix: str = "corpus",
                     validation_fraction: float = 0.05, baseline_name: str | None = None,
                     uniform_name: str | None = None,
                     sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
-                    model_vocab_size: int | None = None) -> list[str]:
+                    model_vocab_size: int | None = None,
+                    skip_bad_lines: bool = False) -> list[str]:
   """Registers ``<prefix>_<domain>`` Tasks, ``<prefix>_baseline`` (train token counts)
   and ``<prefix>_uniform``; returns the task names, sorted.
 
   ``vocabulary``: "sentencepiece" (a ``vocab_size`` model trained on the train split,
   cached), "bytes", or the path of an existing SentencePiece ``.model``.
+  ``skip_bad_lines`` (``SKIP_BAD_LINES``): lines that are not a JSON object with the
+  document are skipped, and counted per file in one warning line each, instead of being
+  an error.
   """
   corpus_dir = os.path.abspath(os.path.expanduser(corpus_dir))
   vocabulary = resolve_vocabulary(vocabulary)
@@ -78,17 +82,21 @@ def register_corpus(corpus_dir: str = gin.REQUIRED, prefix: str = "corpus",
   found = corpus_reader.discover(corpus_dir)
   fps = corpus_reader.corpus_fingerprints(found, corpus_dir)
   vocab, tok_dir = corpus_stats.corpus_vocabulary(
-      corpus_dir, found, fps, vocabulary, vocab_size, validation_fraction, sample_chars)
-  stats = corpus_stats.domain_stats(found, fps, vocab, validation_fraction, tok_dir)
+      corpus_dir, found, fps, vocabulary, vocab_size, validation_fraction, sample_chars,
+      skip_bad_lines)
+  stats = corpus_stats.domain_stats(found, fps, vocab, validation_fraction, tok_dir,
+                                    skip_bad_lines)
   baseline_name = baseline_name or f"{prefix}_baseline"
   uniform_name = uniform_name or f"{prefix}_uniform"
   rates = mixtures.normalise(corpus_stats.token_counts(stats),
                              what=f"{baseline_name} (token counts of the train split)")
   names: dict[str, str] = {}
   for domain, paths in found.items():
+    # Skipped lines are counted (and reported) by domain_stats, not on every pass.
     source = seqio.FunctionDataSource(
-        text_dataset_fn(lambda split, p=paths: corpus_reader.iter_split(p, split,
-                                                                        validation_fraction)),
+        text_dataset_fn(lambda split, p=paths: corpus_reader.iter_split(
+            p, split, validation_fraction,
+            corpus_reader.BadLines() if skip_bad_lines else None)),
         splits=corpus_reader.SPLITS,
         num_input_examples={s: stats[domain][s]["documents"] for s in corpus_reader.SPLITS})
     names[domain] = domains.register_domain_task(f"{prefix}_{domain}", source, vocab).name
@@ -98,7 +106,8 @@ def register_corpus(corpus_dir: str = gin.REQUIRED, prefix: str = "corpus",
   mixtures.record_spec(task_names, register_corpus, dict(
       corpus_dir=corpus_dir, prefix=prefix, vocabulary=vocabulary, vocab_size=vocab_size,
       validation_fraction=validation_fraction, baseline_name=baseline_name,
-      uniform_name=uniform_name, sample_chars=sample_chars),
+      uniform_name=uniform_name, sample_chars=sample_chars,
+      **({"skip_bad_lines": True} if skip_bad_lines else {})),
       path_args=("corpus_dir", "vocabulary"), data=fps)
   check_model_vocab(task_names[0], model_vocab_size)
   return task_names

@@ -4,7 +4,10 @@ Importing seqio (TensorFlow) in the pytest process sets ``TF_CPP_MIN_LOG_LEVEL=1
 ``os.environ``, which every CLI started by a test would inherit; a user's shell has no
 such setting, so the CLIs' own quiet default must apply in tests too.
 """
+import gzip
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -25,3 +28,16 @@ def prepared_dir(tmp_path_factory) -> str:
   prepare.prepare(f"dir:{src}", str(out), vocab_size=PREPARED_VOCAB,
                   sequence_length=PREPARED_LENGTH)
   return str(out)
+
+
+@pytest.fixture
+def bad_lines_corpus(tmp_path) -> Path:
+  """A corpus dir whose domain ``news`` (the returned .jsonl.gz) has 30 documents around 3
+  bad lines (11: broken JSON, 12: not an object, 13: no text), next to a good domain."""
+  good = [json.dumps({"text": f"story {i} " * 8}) for i in range(30)]
+  lines = good[:10] + ['{"text": "cut sh', "[1, 2]", '{"title": "no text"}'] + good[10:]
+  root = tmp_path / "bad_lines_src"
+  root.mkdir()
+  (root / "news.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+  (root / "ok.jsonl").write_text("\n".join(good[:5]) + "\n")
+  return root / "news.jsonl.gz"

@@ -347,3 +347,19 @@ def test_export_is_portable(tmp_path, monkeypatch):
   assert proc.returncode == 0, proc.stderr[-2000:]
   rates = eval(proc.stdout.strip().splitlines()[-1])  # pylint: disable=eval-used
   assert rates == pytest.approx(weights)
+
+
+def test_skip_bad_lines_counts_them_once_and_says_so_each_start(bad_lines_corpus, capsys):
+  news = bad_lines_corpus
+  with pytest.raises(errors.DoremiError, match=r"news.jsonl.gz:11: not valid JSON"):
+    corpus_tasks.register_corpus(str(news.parent), prefix="bad_stop", vocabulary="bytes")
+  for prefix in ("bad_skip", "bad_skip_cached"):
+    names = corpus_tasks.register_corpus(str(news.parent), prefix=prefix,
+                                         vocabulary="bytes", skip_bad_lines=True)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning")]
+    assert len(err) == 1 and err[0].startswith(
+        f"warning: {news}: skipped 3 bad line(s) (first at line 11: not valid JSON"), err
+  task = seqio.get_mixture_or_task(f"{prefix}_news")
+  assert task.num_input_examples("train") + task.num_input_examples("validation") + \
+      task.num_input_examples("test") == 30
+  assert mixtures.spec_of(names[0])["kwargs"]["skip_bad_lines"] is True

@@ -2,10 +2,13 @@
 message, exit code 2, no traceback, and nothing already written changed."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
+import resource
 import shutil
+import signal
 from pathlib import Path
 
 import gin
@@ -13,10 +16,10 @@ import pytest
 import zstandard
 
 from doremi_jax import corpus as corpus_cli
-from doremi_jax import mixture_files
+from doremi_jax import errors, mixture_files
 from doremi_jax import train as train_cli
 from doremi_jax.data import prepare, synthetic_text
-from doremi_jax.run import lock
+from doremi_jax.run import lock, paths
 from doremi_jax.tasks import prepared as prepared_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +104,16 @@ def _broken_corpus(base: Path, kind: str) -> Path:
   return src
 
 
+def _bad_line_corpus(base: Path) -> Path:
+  src = base / "bad_line"
+  shutil.rmtree(src, ignore_errors=True)
+  src.mkdir()
+  lines = [json.dumps({"text": f"story {i}"}) for i in range(20)]
+  lines[10] = '{"text": "cut sh'
+  (src / "news.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+  return src
+
+
 def _cases(base: Path) -> dict:
   """case -> (CLI main, argv); built lazily so each case makes only its own files."""
   new = lambda name: base / "new" / name  # noqa: E731
@@ -134,6 +147,10 @@ def _cases(base: Path) -> dict:
           base, new("l"), f"--gin.PREPARED_DIR='{base / 'nothing'}'")),
       "model_dir_not_empty": lambda: (train_cli.main, _train(base, done)),
       "model_dir_in_use": lambda: (train_cli.main, _train(base, base / "live")),
+      "model_dir_under_a_file": lambda: (train_cli.main, _train(
+          base, base / "prepared" / "manifest.json" / "run")),
+      "model_dir_no_room": lambda: (_without_room(train_cli.main), _train(
+          base, done, "--gin.RESUME=True")),
       "resume_changed_setting": lambda: (train_cli.main, _train(
           base, done, "--gin.RESUME=True", "--gin.make_optimizer.learning_rate=0.001")),
       "resume_changed_vocab": lambda: (train_cli.main, _train(
@@ -162,6 +179,9 @@ def _cases(base: Path) -> dict:
       "prepare_out_inside_source": lambda: (corpus_cli.main, [
           "prepare", f"--source=dir:{base / 'src'}", "--tokenizer=bytes",
           f"--out={base / 'src' / 'inside'}"]),
+      "bad_json_line": lambda: (corpus_cli.main, [
+          "prepare", f"--source=dir:{_bad_line_corpus(base)}", "--tokenizer=bytes",
+          f"--out={new('x')}"]),
       "truncated_zst": lambda: (corpus_cli.main, [
           "prepare", f"--source=dir:{_broken_corpus(base, 'zst')}", "--tokenizer=bytes",
           f"--out={new('v')}"]),
@@ -202,29 +222,75 @@ def test_catalogue_matches_the_cases(tmp_path):
   assert sorted(_catalogue()) == sorted(_cases(tmp_path))
 
 
-def _file_size_limit():
-  import resource  # pylint: disable=g-import-not-at-top
-  import signal  # pylint: disable=g-import-not-at-top
+def _file_size_limit(nbytes: int = 1 << 20):
+  """Files over ``nbytes`` fail to write with EFBIG, the way a full disk fails them."""
   signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-  resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+  resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+@contextlib.contextmanager
+def _no_room():
+  """In this process, for a moment: no file can grow (a full disk)."""
+  limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
+  _file_size_limit(0)
+  try:
+    yield
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    signal.signal(signal.SIGXFSZ, handler)
+
+
+def _without_room(main):
+  def run(argv):
+    with _no_room():
+      return main(argv)
+  return run
+
+
+def test_a_full_disk_anywhere_is_one_line_and_keeps_the_old_file(tmp_path, capsys):
+  """Past the start (e.g. the summary at the end), a full disk is one line naming the file,
+  even through gin's re-raise, and the file it would have replaced is as it was."""
+  summary = tmp_path / "train_summary.json"
+  summary.write_text("{}")
+
+  @gin.configurable("write_summary_without_room")
+  def write_summary():
+    with _no_room():
+      paths.write_json(str(summary), {"steps": 2})
+
+  with pytest.raises(SystemExit) as exit_info:
+    errors.exit_on_user_error(lambda: write_summary())()  # pylint: disable=unnecessary-lambda
+  lines = capsys.readouterr().err.splitlines()
+  assert exit_info.value.code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith(f"error: no room to write '{summary}': File too large"), lines
+  assert summary.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [summary.name]
+
+
+def _checkpoint_steps(model_dir: Path) -> list[int]:
+  return sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def test_a_failed_checkpoint_write_ends_with_one_line_and_resumes(ctx, tmp_path):
-  """Files over 1 MiB fail to write (RLIMIT_FSIZE: the path a full disk takes): the run
-  ends with exit 2 and an error line last; nothing partial is published, and the same
-  command with room to write resumes and finishes."""
+  """Checkpoint 3 is written; then files over 1 MiB fail to write (RLIMIT_FSIZE: the path a
+  full disk takes), so checkpoint 6 fails: exit 2 and only the error line, checkpoint 3
+  untouched, and the same command with room to write resumes from it and finishes."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   model_dir = tmp_path / "full"
-  argv = [sys.executable, "-m", "doremi_jax.train", *_train(ctx, model_dir),
-          "--gin.TRAIN_STEPS=6", "--gin.train.checkpoint_every=3", "--gin.VOCAB_SIZE=2048"]
-  proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600,
+  big = ["--gin.train.checkpoint_every=3", "--gin.VOCAB_SIZE=2048"]
+  _run(train_cli.main, _train(ctx, model_dir, "--gin.TRAIN_STEPS=3", *big))
+  assert _checkpoint_steps(model_dir) == [3]
+  argv = [*_train(ctx, model_dir, "--gin.TRAIN_STEPS=6", *big), "--gin.RESUME=True",
+          """--gin.RESUME_IGNORE_CHANGES=['train.train_steps']"""]
+  proc = subprocess.run([sys.executable, "-m", "doremi_jax.train", *argv], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600,
                         preexec_fn=_file_size_limit)
   lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert lines[-1].startswith("error: cannot write checkpoint") and "File too large" in lines[-1]
-  assert not [p for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit()]
-  proc = subprocess.run(argv + ["--gin.RESUME=True"], cwd=ROOT, capture_output=True, text=True,
-                        timeout=600)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert json.loads((model_dir / "train_summary.json").read_text())["steps"] == 6
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert len(lines) == 1, proc.stderr[-2000:]
+  assert lines[0].startswith(f"error: cannot write checkpoint 6 under {model_dir}")
+  assert "File too large" in lines[0] and lines[0].endswith("from checkpoint 3"), lines[0]
+  assert _checkpoint_steps(model_dir) == [3]
+  assert _run(train_cli.main, argv)["steps"] == 6
+  assert _checkpoint_steps(model_dir) == [3, 6]
+  assert (model_dir / "config.3.gin").exists()  # the start that resumed from checkpoint 3

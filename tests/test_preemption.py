@@ -4,6 +4,7 @@ run ends. Also: a kill during a checkpoint write or after the last one resumes c
 every start keeps its own config."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
@@ -61,6 +62,21 @@ def _logged_steps(model_dir):
 def _read(model_dir, name):
   with open(os.path.join(model_dir, name), "rb") as f:
     return f.read()
+
+
+def _tensorboard_view(model_dir):
+  """(tag, step, value) as TensorBoard shows a run dir: event files in name order, and a
+  ``SessionLog.START`` at step T (a resumed start) hides every earlier event at step >= T.
+  Throughput is left out: it is the one scalar that differs between runs."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rows = []
+  for path in sorted(glob.glob(os.path.join(model_dir, "tensorboard", "events.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+        rows = [r for r in rows if r[1] < event.step]
+      rows += [(v.tag, event.step, v.simple_value) for v in event.summary.value
+               if v.tag != "tokens_per_second"]
+  return sorted(rows)
 
 
 def _summary(model_dir):
@@ -155,6 +171,9 @@ def test_kill_during_a_checkpoint_write_leaves_no_duplicate_rows(runs):
   _cli(*_args("proxy", model_dir, runs["ref"]), "--gin.RESUME=True")
   assert _logged_steps(model_dir) == list(range(2, STEPS + 1, 2))
   assert _read(model_dir, "domain_weights.jsonl") == _read(runs["proxy"], "domain_weights.jsonl")
+  # Step 40 was logged by the killed start and again after resuming: TensorBoard shows it once.
+  assert len(glob.glob(os.path.join(model_dir, "tensorboard", "events.*"))) == 2
+  assert _tensorboard_view(model_dir) == _tensorboard_view(runs["proxy"])
 
 
 def test_kill_after_the_last_checkpoint_keeps_the_final_loss(runs):

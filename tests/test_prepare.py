@@ -223,3 +223,23 @@ def test_embedded_source(tmp_path):
   assert sorted(manifest["domains"]) == sorted(built["domains"])
   for name, info in built["domains"].items():
     assert sum(s["documents"] for s in manifest["domains"][name].values()) == info["documents"]
+
+
+
+def test_bad_lines_stop_prepare_unless_skipped_then_counted(bad_lines_corpus, tmp_path, capsys):
+  news = bad_lines_corpus
+  argv = ["prepare", f"--source=dir:{news.parent}", "--tokenizer=bytes",
+          "--sequence_length=16"]
+  with pytest.raises(SystemExit) as exit_info:
+    corpus_cli.main([*argv, f"--out={tmp_path / 'stopped'}"])
+  err = capsys.readouterr().err.splitlines()
+  assert exit_info.value.code == 2 and len(err) == 1, err
+  assert err[0].startswith(f"error: {news}:11: not valid JSON") and "--skip_bad_lines" in err[0]
+  corpus_cli.main([*argv, f"--out={tmp_path / 'out'}", "--skip_bad_lines"])
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 1 and err[0].startswith(
+      f"warning: {news}: skipped 3 bad line(s) (first at line 11: not valid JSON"), err
+  manifest = json.loads((tmp_path / "out" / prepare.MANIFEST).read_text())
+  assert list(manifest["bad_lines"]) == [str(news)]
+  assert manifest["bad_lines"][str(news)]["lines"] == 3
+  assert sum(manifest["domains"]["news"][s]["documents"] for s in prepared.SPLITS) == 30

@@ -161,23 +161,59 @@ def _lines(path: Path, opener: Callable[[Path], IO[str]] = open_text
                              "fetch the file again") from None
 
 
-def iter_json_lines(path: Path, opener: Callable[[Path], IO[str]] = open_text
-                    ) -> Iterator[tuple[int, dict]]:
-  """(line number, object) for each non-blank line; a bad line is a one-line error."""
+class BadLines:
+  """Counts, per file, lines that are not a JSON object holding the document, when the
+  user chose to skip them (``skip_bad_lines``); without one a bad line is an error.
+  Undecodable bytes are not bad lines (they read as U+FFFD), and a truncated or corrupt
+  compressed file stays an error: what follows the cut is lost, not one line."""
+
+  def __init__(self):
+    self.files: dict[str, dict] = {}  # path -> {"lines": n, "first": "line k: why"}
+
+  def add(self, path: Path | str, lineno: int, why: str) -> None:
+    entry = self.files.setdefault(str(path), {"lines": 0, "first": f"line {lineno}: {why}"})
+    entry["lines"] += 1
+
+  def merge(self, files: dict[str, dict]) -> None:
+    for path, entry in files.items():
+      mine = self.files.setdefault(path, {"lines": 0, "first": entry["first"]})
+      mine["lines"] += entry["lines"]
+
+
+def warnings(files: dict[str, dict]) -> list[str]:
+  """One line per file with skipped lines (``BadLines.files`` or where it was recorded)."""
+  return [f"warning: {path}: skipped {e['lines']} bad line(s) (first at {e['first']})"
+          for path, e in sorted(files.items())]
+
+
+def reject(path: Path | str, lineno: int, why: str, bad: BadLines | None) -> None:
+  """A bad line: counted when skipping, else a one-line error naming file and line."""
+  if bad is None:
+    raise errors.DoremiError(f"{path}:{lineno}: {why}; fix or remove that line, or skip bad "
+                             "lines (prepare --skip_bad_lines, gin SKIP_BAD_LINES = True)")
+  bad.add(path, lineno, why)
+
+
+def iter_json_lines(path: Path, opener: Callable[[Path], IO[str]] = open_text,
+                    bad: BadLines | None = None) -> Iterator[tuple[int, dict]]:
+  """(line number, object) for each non-blank line; a bad line is a one-line error, or
+  skipped and counted in ``bad``."""
   for lineno, line in _lines(path, opener):
     if not line.strip():
       continue
     try:
       obj = json.loads(line)
     except ValueError as exc:
-      raise errors.DoremiError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+      reject(path, lineno, f"not valid JSON ({exc})", bad)
+      continue
     if not isinstance(obj, dict):
-      raise errors.DoremiError(
-          f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+      reject(path, lineno, f"expected a JSON object, got {type(obj).__name__}", bad)
+      continue
     yield lineno, obj
 
 
-def iter_documents(files: Sequence[Path], text_key: str = "text") -> Iterator[str]:
+def iter_documents(files: Sequence[Path], text_key: str = "text",
+                   bad: BadLines | None = None) -> Iterator[str]:
   """Every non-empty document of a domain, in file order."""
   for path in files:
     if _strip_suffix(path.name, TEXT_SUFFIXES) is not None:
@@ -185,11 +221,11 @@ def iter_documents(files: Sequence[Path], text_key: str = "text") -> Iterator[st
       if text.strip():
         yield text
       continue
-    for lineno, obj in iter_json_lines(path):
+    for lineno, obj in iter_json_lines(path, bad=bad):
       text = obj.get(text_key)
       if not isinstance(text, str):
-        raise errors.DoremiError(f"{path}:{lineno}: no string field {text_key!r}")
-      if text.strip():
+        reject(path, lineno, f"no string field {text_key!r}", bad)
+      elif text.strip():
         yield text
 
 
@@ -208,11 +244,12 @@ def split_of(text: str, validation_fraction: float = 0.05) -> str:
   return "test" if unit < 2 * validation_fraction else "train"
 
 
-def iter_split(files: Sequence[Path], split: str, validation_fraction: float) -> Iterator[str]:
+def iter_split(files: Sequence[Path], split: str, validation_fraction: float,
+               bad: BadLines | None = None) -> Iterator[str]:
   """The documents of one split (``train`` or ``validation``)."""
   if split not in SPLITS:
     raise errors.DoremiError(f"unknown split {split!r}; choose from {SPLITS}")
-  for text in iter_documents(files):
+  for text in iter_documents(files, bad=bad):
     if split_of(text, validation_fraction) == split:
       yield text
 

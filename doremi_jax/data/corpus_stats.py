@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -28,10 +29,11 @@ def corpus_vocabulary(corpus_dir: str, domains: Mapping[str, Sequence[Path]],
                       fingerprints: Mapping[str, str], vocabulary: str = tokenizer.SENTENCEPIECE,
                       vocab_size: int = tokenizer.DEFAULT_VOCAB_SIZE,
                       validation_fraction: float = 0.05,
-                      sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS
-                      ) -> tuple[seqio.Vocabulary, Path]:
+                      sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
+                      skip_bad_lines: bool = False) -> tuple[seqio.Vocabulary, Path]:
   """(vocabulary, tokenizer dir) for a corpus; ``vocabulary`` is "sentencepiece" (trained
   on the train split and cached), "bytes", or the path of an existing ``.model``."""
+  bad = corpus_reader.BadLines() if skip_bad_lines else None  # counted by domain_stats
   key = hashlib.sha256(json.dumps(sorted(fingerprints.items())).encode()).hexdigest()
   tok_dir = tokenizer.default_tokenizer_dir(corpus_dir, key)
   if vocabulary != tokenizer.SENTENCEPIECE:
@@ -39,7 +41,7 @@ def corpus_vocabulary(corpus_dir: str, domains: Mapping[str, Sequence[Path]],
 
   def documents() -> Iterator[tuple[str, str]]:
     for name, files in domains.items():
-      for text in corpus_reader.iter_split(files, "train", validation_fraction):
+      for text in corpus_reader.iter_split(files, "train", validation_fraction, bad):
         yield name, text
 
   path = tokenizer.ensure_sentencepiece(
@@ -94,9 +96,11 @@ def _save_cache(path: Path, data: dict) -> None:
 
 
 def domain_stats(domains: Mapping[str, Sequence[Path]], fingerprints: Mapping[str, str],
-                 vocab: seqio.Vocabulary, validation_fraction: float, tokenizer_dir: Path
-                 ) -> dict[str, DomainStats]:
-  """Per-domain, per-split sizes, computed once per (domain, tokenizer, fraction)."""
+                 vocab: seqio.Vocabulary, validation_fraction: float, tokenizer_dir: Path,
+                 skip_bad_lines: bool = False) -> dict[str, DomainStats]:
+  """Per-domain, per-split sizes, computed once per (domain, tokenizer, fraction). When
+  skipping bad lines, their count per file is kept with the sizes (``bad_lines`` of the
+  cache) and printed as one warning line per file, on every call."""
   cache_path = Path(tokenizer_dir) / COUNTS_FILE
   cache = _load_cache(cache_path)
   vocab_sha = tokenizer.vocabulary_sha256(vocab)
@@ -104,14 +108,21 @@ def domain_stats(domains: Mapping[str, Sequence[Path]], fingerprints: Mapping[st
   dirty = False
   for name, files in domains.items():
     key = hashlib.sha256(
-        f"{fingerprints[name]}:{vocab_sha}:{validation_fraction!r}:{SPLIT_SCHEME}".encode()
-    ).hexdigest()
+        f"{fingerprints[name]}:{vocab_sha}:{validation_fraction!r}:{SPLIT_SCHEME}"
+        f"{':skip_bad_lines' if skip_bad_lines else ''}".encode()).hexdigest()
     stats = cache["entries"].get(key)
     if stats is None:
-      stats = {split: count_tokens(corpus_reader.iter_split(files, split, validation_fraction),
-                                   vocab) for split in corpus_reader.SPLITS}
+      # Every split reads every line: each split counts them, the train split's count is kept.
+      bad = {s: corpus_reader.BadLines() for s in corpus_reader.SPLITS} if skip_bad_lines else {}
+      stats = {split: count_tokens(corpus_reader.iter_split(files, split, validation_fraction,
+                                                            bad.get(split)), vocab)
+               for split in corpus_reader.SPLITS}
       cache["entries"][key] = stats
+      if bad:
+        cache.setdefault("bad_lines", {})[key] = bad["train"].files
       dirty = True
+    for line in corpus_reader.warnings(cache.get("bad_lines", {}).get(key, {})):
+      print(line, file=sys.stderr, flush=True)
     if sum(s["documents"] for s in stats.values()) == 0:
       raise errors.DoremiError(f"domain {name!r} has no documents ({', '.join(map(str, files))})")
     out[name] = stats

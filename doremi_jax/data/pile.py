@@ -63,15 +63,16 @@ def split_files(files: Sequence[Path]) -> dict[str, list[Path]]:
   return {"train": train, "validation": val, "test": test}
 
 
-def iter_pile(files: Sequence[Path], opener: Callable[[Path], IO[str]] = corpus_reader.open_text
-              ) -> Iterator[tuple[str, str]]:
+def iter_pile(files: Sequence[Path], opener: Callable[[Path], IO[str]] = corpus_reader.open_text,
+              bad: corpus_reader.BadLines | None = None) -> Iterator[tuple[str, str]]:
   """(pile_set_name, text) for each non-empty document; ``opener`` reads a file as text
-  (local by default; the Beam job passes its remote-filesystem reader)."""
+  (local by default; the Beam job passes its remote-filesystem reader); ``bad``: skip and
+  count bad lines instead of stopping at the first."""
   for path in files:
-    for lineno, obj in corpus_reader.iter_json_lines(path, opener):
+    for lineno, obj in corpus_reader.iter_json_lines(path, opener, bad):
       text, meta = obj.get("text"), obj.get("meta") or {}
       name = meta.get("pile_set_name") if isinstance(meta, dict) else None
       if not isinstance(text, str) or not isinstance(name, str):
-        raise errors.DoremiError(f"{path}:{lineno}: expected 'text' and 'meta.pile_set_name'")
-      if text.strip():
+        corpus_reader.reject(path, lineno, "expected 'text' and 'meta.pile_set_name'", bad)
+      elif text.strip():
         yield name, text

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from doremi_jax import errors, storage, tables
-from doremi_jax.data import prepare_io, prepare_sources, tokenizer
+from doremi_jax.data import corpus_reader, prepare_io, prepare_sources, tokenizer
 
 DEFAULT_SEQUENCE_LENGTH = 1024
 DEFAULT_SHARD_BYTES = 256 << 20  # text per shard: a shard is packed in one worker's memory
@@ -40,6 +40,7 @@ MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 EOS_ID = 1
 FORMAT_VERSION = 1
+BAD_LINES = "bad_lines"  # manifest key and Beam output tag (``--skip_bad_lines``)
 
 
 def make_encoder(model_proto: bytes | None):
@@ -101,8 +102,21 @@ def pack_shard(element, out_dir: str, model_proto: bytes | None, length: int,
   return record
 
 
-def assemble_manifest(records: Iterable[dict], header: dict) -> dict:
-  """Per-shard records -> per domain and split totals and the sorted list of shards."""
+def read_documents(item: prepare_sources.InputFile, validation_fraction: float,
+                   skip_bad_lines: bool):
+  """``read_file`` for Beam; when skipping bad lines, their count for the file goes to the
+  ``BAD_LINES`` output once the file is read."""
+  bad = corpus_reader.BadLines() if skip_bad_lines else None
+  yield from prepare_sources.read_file(item, validation_fraction, bad)
+  if bad is not None and bad.files:
+    from apache_beam import pvalue  # pylint: disable=g-import-not-at-top
+    yield pvalue.TaggedOutput(BAD_LINES, bad.files)
+
+
+def assemble_manifest(records: Iterable[dict], header: dict,
+                      bad_lines: Iterable[dict[str, dict]] = ()) -> dict:
+  """Per-shard records -> per domain and split totals and the sorted list of shards; with
+  ``--skip_bad_lines``, the skipped lines per file under ``bad_lines``."""
   domains: dict[str, dict] = {}
   for r in sorted(records, key=lambda r: (r["domain"], r["split"], r["bucket"])):
     splits = domains.setdefault(r["domain"], {s: {"documents": 0, "tokens": 0, "sequences": 0,
@@ -113,7 +127,13 @@ def assemble_manifest(records: Iterable[dict], header: dict) -> dict:
       entry[key] += r[key]
     if "shard" in r:
       entry["shards"].append(r["shard"])
-  return {**header, "domains": domains}
+  manifest = {**header, "domains": domains}
+  if BAD_LINES in header:
+    counts = corpus_reader.BadLines()
+    for files in bad_lines:
+      counts.merge(files)
+    manifest[BAD_LINES] = dict(sorted(counts.files.items()))
+  return manifest
 
 
 def _bucket(doc, buckets: dict) -> tuple:
@@ -127,9 +147,12 @@ def build_pipeline(root, plan: prepare_sources.SourcePlan, out_dir: str, header:
                    sequence_length: int, shard_bytes: int, options: str):
   """Adds the prepare transforms to a Beam pipeline ``root``."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
-  docs = (root | "ListFiles" >> beam.Create(list(plan.files))
+  read = (root | "ListFiles" >> beam.Create(list(plan.files))
           | "SpreadFiles" >> beam.Reshuffle()
-          | "ReadDocuments" >> beam.FlatMap(prepare_sources.read_file, validation_fraction))
+          | "ReadDocuments" >> beam.FlatMap(read_documents, validation_fraction,
+                                            BAD_LINES in header).with_outputs(
+                                                BAD_LINES, main="docs"))
+  docs = read.docs
   buckets = (docs | "TextBytes" >> beam.Map(lambda d: ((d[0], d[1]), len(d[2].encode("utf-8"))))
              | "BytesPerSplit" >> beam.CombinePerKey(sum)
              | "ShardCount" >> beam.Map(lambda kv: (kv[0], max(1, -(-kv[1] // shard_bytes)))))
@@ -138,14 +161,16 @@ def build_pipeline(root, plan: prepare_sources.SourcePlan, out_dir: str, header:
              | "PackShards" >> beam.Map(pack_shard, out_dir, model_proto, sequence_length,
                                         options))
   _ = (records | "AllShards" >> beam.combiners.ToList()
-       | "WriteManifest" >> beam.Map(lambda rs: prepare_io.write_text(
+       | "WriteManifest" >> beam.Map(lambda rs, bad: prepare_io.write_text(
            prepare_io.join(out_dir, MANIFEST),
-           json.dumps(assemble_manifest(rs, header), indent=1, sort_keys=True) + "\n")))
+           json.dumps(assemble_manifest(rs, header, bad), indent=1, sort_keys=True) + "\n"),
+                                      beam.pvalue.AsList(read[BAD_LINES])))
 
 
 def resolve_tokenizer(plan: prepare_sources.SourcePlan, out_dir: str, model: str | None,
                       vocab_size: int | None, validation_fraction: float,
-                      sample_chars: int) -> tuple[bytes | None, dict]:
+                      sample_chars: int, skip_bad_lines: bool = False
+                      ) -> tuple[bytes | None, dict]:
   """(serialized SentencePiece model or None for bytes, manifest entry). A trained model
   lives under ``OUT/tokenizer`` (or the cache when OUT is remote), never in the source."""
   if model == tokenizer.BYTES:
@@ -160,7 +185,9 @@ def resolve_tokenizer(plan: prepare_sources.SourcePlan, out_dir: str, model: str
       local = str(storage.cache_root() / "tokenizers" / key[:16])
     model = str(tokenizer.ensure_sentencepiece(
         local, vocab_size, plan.fingerprints,
-        lambda: prepare_sources.train_documents(plan, validation_fraction), sample_chars,
+        lambda: prepare_sources.train_documents(  # bad lines: counted by the pipeline
+            plan, validation_fraction, corpus_reader.BadLines() if skip_bad_lines else None),
+        sample_chars,
         settings={"validation_fraction": validation_fraction, "splits": plan.split_rule}))
   if not prepare_io.is_remote(model) and not os.path.isfile(os.path.expanduser(model)):
     raise errors.DoremiError(f"tokenizer model {model!r} not found")
@@ -200,9 +227,12 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
             sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
             array_record_options: str = DEFAULT_ARRAY_RECORD_OPTIONS,
             pipeline_args: Sequence[str] = (),
-            plan: prepare_sources.SourcePlan | None = None) -> dict:
+            plan: prepare_sources.SourcePlan | None = None, skip_bad_lines: bool = False
+            ) -> dict:
   """Runs the pipeline (DirectRunner unless ``pipeline_args`` say otherwise); returns the
-  manifest (read back from ``OUT/manifest.json``). ``plan``: ``source`` already resolved."""
+  manifest (read back from ``OUT/manifest.json``). ``plan``: ``source`` already resolved.
+  ``skip_bad_lines``: lines that are not a JSON object with the document are skipped and
+  counted per file in the manifest's ``bad_lines``, instead of stopping the job."""
   if sequence_length < 2:
     raise errors.DoremiError(f"--sequence_length must be at least 2, got {sequence_length}")
   if not 0.0 <= validation_fraction <= 0.5:
@@ -217,7 +247,7 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
   if not prepare_io.is_remote(out_dir):
     os.makedirs(out_dir, exist_ok=True)
   proto, tok_entry = resolve_tokenizer(plan, out_dir, model, vocab_size, validation_fraction,
-                                       sample_chars)
+                                       sample_chars, skip_bad_lines)
   header = {"version": FORMAT_VERSION, "source": source, "sequence_length": sequence_length,
             "format": "array_record", "array_record_options": array_record_options,
             "record": f"{sequence_length} little-endian int32 token ids",
@@ -228,6 +258,8 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
                                       "test f<=u<2f, else train"},
             "shard_order": "documents sorted by sha1(text)[8:16], then text",
             "source_fingerprints": dict(sorted(plan.fingerprints.items()))}
+  if skip_bad_lines:
+    header[BAD_LINES] = {}  # filled by assemble_manifest
   beam, PipelineOptions = _import_beam_quietly()
   if not any(a.startswith("--runner") for a in pipeline_args):  # errors come back as ours
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)

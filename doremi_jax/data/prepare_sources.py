@@ -133,28 +133,32 @@ def resolve(spec: str) -> SourcePlan:
   return _resolve_dir(spec, built)
 
 
-def _pile_lines(path: str) -> Iterator[tuple[str, str]]:
+def _pile_lines(path: str, bad: corpus_reader.BadLines | None
+                ) -> Iterator[tuple[str, str]]:
   files, opener = ([path], _open_remote_text) if "://" in path else ([Path(path)],
                                                                      corpus_reader.open_text)
-  for name, text in pile.iter_pile(files, opener):
+  for name, text in pile.iter_pile(files, opener, bad):
     yield corpus_reader.sanitize(name), text
 
 
-def read_file(item: InputFile, validation_fraction: float) -> Iterator[tuple[str, str, str]]:
-  """(domain, split, text) for every non-empty document of one input file."""
+def read_file(item: InputFile, validation_fraction: float,
+              bad: corpus_reader.BadLines | None = None) -> Iterator[tuple[str, str, str]]:
+  """(domain, split, text) for every non-empty document of one input file; ``bad``:
+  skip and count bad lines instead of stopping at the first."""
   if item.domain is None:
-    docs = _pile_lines(item.path)
+    docs = _pile_lines(item.path, bad)
   else:
-    docs = ((item.domain, t) for t in corpus_reader.iter_documents([Path(item.path)]))
+    docs = ((item.domain, t) for t in corpus_reader.iter_documents([Path(item.path)], bad=bad))
   for domain, text in docs:
     yield domain, item.split or split_of(text, validation_fraction), text
 
 
-def train_documents(plan: SourcePlan, validation_fraction: float) -> Iterator[tuple[str, str]]:
+def train_documents(plan: SourcePlan, validation_fraction: float,
+                    bad: corpus_reader.BadLines | None = None) -> Iterator[tuple[str, str]]:
   """(domain, text) of the train split in file order: what a tokenizer is trained on."""
   for item in plan.files:
     if item.split in (None, "train"):
-      for domain, split, text in read_file(item, validation_fraction):
+      for domain, split, text in read_file(item, validation_fraction, bad):
         if split == "train":
           yield domain, text
 

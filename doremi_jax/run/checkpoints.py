@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import threading
+import time
+import traceback
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -36,7 +40,9 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(paths.checkpoint_dir(model_dir), options=options,
                                          item_names=_ITEMS)
     self.interval = save_interval_steps
+    self._in_flight: int | None = None  # the step whose background write may still fail
     logging.getLogger("absl").addFilter(_not_a_write_failure)  # once: filters are a set
+    _drop_closed_loop_echoes()
 
   def due(self, step: int) -> bool:
     """Whether ``save(step)`` would save without ``force``."""
@@ -49,13 +55,17 @@ class Checkpointer:
            metadata: dict[str, Any] | None = None) -> bool:
     """Saves when ``step`` is on the interval (or ``force``, e.g. the last step);
     ``metadata`` (JSON) is kept with the step (``metadata(step)``)."""
+    self._wait()  # the previous step's background write: its failure names that step
     try:
-      return self.manager.save(step, args=ocp.args.Composite(
+      saved = self.manager.save(step, args=ocp.args.Composite(
           params=ocp.args.StandardSave(state.params),
           state=ocp.args.StandardSave(_rest(state))), force=force,
           custom_metadata=metadata)
     except (OSError, ValueError) as exc:
       raise self._write_error(step, exc) from None
+    if saved:
+      self._in_flight = step
+    return saved
 
   def metadata(self, step: int) -> dict[str, Any]:
     """What ``save`` kept with ``step`` (empty for checkpoints written without any)."""
@@ -70,17 +80,24 @@ class Checkpointer:
     return TrainState(step=rest["step"], params=out["params"], opt_state=rest["opt_state"],
                       domains=rest["domains"])
 
-  def close(self) -> None:
+  def _wait(self) -> None:
     try:
       self.manager.wait_until_finished()
     except (OSError, ValueError) as exc:
-      raise self._write_error(None, exc) from None
+      raise self._write_error(self._in_flight, exc) from None
+    finally:
+      self._in_flight = None
+
+  def close(self) -> None:
+    try:
+      self._wait()
     finally:
       self.manager.close()
 
   def _write_error(self, step: int | None, exc: Exception) -> Exception:
     """A failed write (disk full, read-only, quota; tensorstore reports them as ValueError)
     as one line; orbax never publishes a partial step, so the latest one stays usable."""
+    _join_background_writes()
     text = str(exc)
     why = re.search(r"Failed to write [^:]*: ([^\[\]]+?)\s*(\[|$)", text)
     if why is None and not isinstance(exc, OSError):
@@ -89,7 +106,7 @@ class Checkpointer:
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
     latest = self.latest_step()
     then = (f"resume with RESUME=True from checkpoint {latest}" if latest is not None else
-            "start again (no checkpoint was written)")
+            "run again with RESUME=True (no checkpoint was written: it starts over)")
     return errors.DoremiError(f"cannot write {what} under {self.manager.directory}: {reason}; "
                               f"free space (or fix the permissions) and {then}")
 
@@ -99,6 +116,45 @@ def _not_a_write_failure(record: logging.LogRecord) -> bool:
   ``save``/``close``, which report it as one line; this drops that log record."""
   exc = record.exc_info[1] if record.exc_info else None
   return not (isinstance(exc, (OSError, ValueError)) and "Failed to write" in str(exc))
+
+
+def _join_background_writes(timeout_s: float = 120.0) -> None:
+  """Orbax reports a save's first failed write while the save's other background threads
+  still wait for theirs; left running, they fail at interpreter exit ("cannot schedule new
+  futures after shutdown") and log a traceback after the error line. Joined here, they end
+  with the write failure itself, which ``_not_a_write_failure`` drops. (``Thread.join``
+  itself: orbax's override re-raises the thread's failure, already reported.)"""
+  deadline = time.monotonic() + timeout_s
+  for thread in threading.enumerate():
+    if type(thread).__module__.startswith("orbax.") and thread is not threading.current_thread():
+      threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
+
+
+def _closed_loop_echo(unraisable: Any) -> bool:
+  """After a write fails, orbax closes the asyncio loop of that save while tensorstore
+  still has writes of it in flight; each one finishing calls the closed loop from C++,
+  which reports "Event loop is closed" through ``sys.unraisablehook`` with a traceback
+  that starts in ``call_soon_threadsafe``. Those are echoes of the failure that
+  ``save``/``close`` report in one line; orbax gives no way to wait for them."""
+  exc = unraisable.exc_value
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+          and unraisable.object is None and bool(frames)
+          and frames[0].name == "call_soon_threadsafe")
+
+
+def _drop_closed_loop_echoes() -> None:
+  """Wraps ``sys.unraisablehook`` (once) so that only those echoes are dropped."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_closed_loop_echoes", False):
+    return
+
+  def hook(unraisable):
+    if not _closed_loop_echo(unraisable):
+      previous(unraisable)
+
+  hook.drops_closed_loop_echoes = True
+  sys.unraisablehook = hook
 
 
 def _reader(model_dir: str) -> ocp.CheckpointManager:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import gin
 
 import doremi_jax
-from doremi_jax import errors, mixture_files
+from doremi_jax import errors, mixture_files, storage
 from doremi_jax.run import distributed
 
 _INCLUDE = re.compile(r"""^\s*include\s+(['"])(?P<path>.+)\1\s*(#.*)?$""")
@@ -155,8 +155,8 @@ def call_configured(fn: Callable, *args, **kwargs):
 
 
 def write_operative_config(path: str) -> None:
-  with open(path, "w") as f:
-    f.write(gin.operative_config_str())
+  """Atomically: a start that fails to write it leaves no half file behind."""
+  storage.write_atomic(path, gin.operative_config_str())
 
 
 @gin.configurable

@@ -9,6 +9,7 @@ cannot be locked this way.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -51,11 +52,23 @@ class RunLock:
   def acquire(self) -> "RunLock":
     if not self.enabled:
       return self
+    directory = os.path.dirname(self.path)
     try:
-      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-      raise errors.DoremiError(f"cannot create {self.what} {os.path.dirname(self.path)!r}: "
-                               f"{exc.strerror}") from None
+      raise errors.DoremiError(f"cannot create {self.what} {directory!r}: {exc.strerror}; "
+                               f"choose a {self.what} that can be created and written "
+                               "(or fix its parent)") from None
+    try:
+      self._fd = self._take()
+    except OSError as exc:  # read-only, full or over quota: nothing of the run is touched
+      raise errors.DoremiError(f"cannot write {self.path!r}: {exc.strerror}; free space (or "
+                               f"fix the permissions) or choose another {self.what}") from None
+    return self
+
+  def _take(self) -> int:
+    """Locks the file and writes this process's record into it; the file goes again if
+    the record cannot be written."""
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
       try:
@@ -76,12 +89,17 @@ class RunLock:
     record = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
                   timespec="seconds"), "command": " ".join(sys.argv)}
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, json.dumps(record).encode())
-    os.fsync(fd)
-    self._fd = fd
-    return self
+    try:
+      os.ftruncate(fd, 0)
+      os.lseek(fd, 0, os.SEEK_SET)
+      os.write(fd, json.dumps(record).encode())
+      os.fsync(fd)
+    except OSError:
+      with contextlib.suppress(OSError):
+        os.unlink(self.path)
+      os.close(fd)  # closing also unlocks
+      raise
+    return fd
 
   def release(self) -> None:
     """Removes the lock file (a clean exit leaves nothing behind) and unlocks; a process

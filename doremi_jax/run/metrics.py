@@ -16,14 +16,22 @@ logging.getLogger("tensorboardX").setLevel(logging.ERROR)
 
 
 class MetricsWriter:
-  """Writes scalars; a ``[k]`` metric becomes ``<name>/<domain>`` for each domain."""
+  """Writes scalars; a ``[k]`` metric becomes ``<name>/<domain>`` for each domain.
 
-  def __init__(self, model_dir: str, domains: Sequence[str], enabled: bool = True):
+  A start resumed from step ``resumed_from`` writes a new event file that begins with a
+  purge marker at ``resumed_from + 1`` (``SessionLog.START``): TensorBoard then hides what
+  an earlier start logged after that checkpoint, so no step appears twice; the older
+  files themselves are kept."""
+
+  def __init__(self, model_dir: str, domains: Sequence[str], enabled: bool = True,
+               resumed_from: int | None = None):
     self.domains = list(domains)
     self._writer = None
     if enabled:
       from tensorboardX import SummaryWriter  # only the writing process needs it
-      self._writer = SummaryWriter(os.path.join(model_dir, paths.TENSORBOARD_SUBDIR))
+      resumed = {} if resumed_from is None else {
+          "purge_step": resumed_from + 1, "filename_suffix": f".from_step_{resumed_from}"}
+      self._writer = SummaryWriter(os.path.join(model_dir, paths.TENSORBOARD_SUBDIR), **resumed)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if self._writer is None:

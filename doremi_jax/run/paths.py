@@ -13,6 +13,8 @@ import json
 import os
 from typing import Any
 
+from doremi_jax import storage
+
 CONFIG_FILE = "config.gin"
 CHECKPOINT_SUBDIR = "checkpoints"
 TENSORBOARD_SUBDIR = "tensorboard"
@@ -59,6 +61,6 @@ def read_json(path: str) -> Any:
 
 
 def write_json(path: str, payload: Any) -> str:
-  with open(path, "w") as f:
-    json.dump(payload, f, indent=2)
+  """Atomically: a full disk leaves the previous file (e.g. a summary) as it was."""
+  storage.write_atomic(path, json.dumps(payload, indent=2))
   return path

@@ -2,7 +2,8 @@
 
 A run writes into ``MODEL_DIR`` (names in ``run/paths.py``): ``config.gin`` (operative
 config; ``config.<step>.gin`` for each resumed start), orbax ``checkpoints/``, TensorBoard
-events, ``train_summary.json`` when finished and, for the proxy, ``domain_weights.jsonl``
+events (a resumed start's hide what was logged after its checkpoint), ``train_summary.json``
+when finished and, for the proxy, ``domain_weights.jsonl``
 plus its averaged weights. It refuses a non-empty ``MODEL_DIR`` unless ``RESUME = True``.
 SIGTERM or SIGINT during ``run`` stop it after the current step with a checkpoint of that
 step (``run/preemption.py``), from which ``RESUME = True`` continues exactly.
@@ -137,7 +138,8 @@ class Trainer:
     self.batches, self.input_kind = training_input.training_batches(
         self.prepared_input, self.provider, self.domains, run.task_feature_lengths,
         run.batch_size, run.seed, self.start, steps.batch_shardings(self.mesh, rules))
-    self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer)
+    self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer,
+                                        resumed_from=self.start if run.resume else None)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
 
   def do_step(self, step: int):
