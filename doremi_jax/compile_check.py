@@ -87,20 +87,29 @@ def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = 
                              f"mesh's {data_shards} data shards (make_mesh.mesh_shape)")
   step = memory.build_step(settings["kind"], mesh, settings["batch_size"],
                            settings["sequence_length"], num_domains, settings["train_steps"])
-  result = memory.measure(step, memory.compile_step(step))
+  try:
+    compiled, refused = memory.compile_step(step), None
+  except memory.OutOfMemory as exc:  # a TPU compiler checks its device's memory itself
+    compiled, refused = None, str(exc)
+  result = memory.measure(step, compiled)
   budgets = dict(topology.DEVICE_MEMORY_GIB)
   if topo.device:
     budgets = {topo.device: budgets[topo.device]}
   if budget_gib is not None:
     budgets["given"] = budget_gib
-  total = result["compiler"]["total"]
+  total = result["compiler"]["total"] if compiled is not None else None
   result.update(settings, topology=topo.name, backend=topo.backend,
                 device_kind=str(devices[0].device_kind), backend_note=BACKEND_NOTE[topo.backend],
-                num_domains=num_domains,
-                fits={name: {"memory_gib": gib, "fits": memory.fits(total, gib * topology.GIB),
-                             "used_fraction": total / (gib * topology.GIB)}
-                      for name, gib in budgets.items()})
+                num_domains=num_domains, compiler_refused=refused,
+                fits={name: _verdict(total, gib, refused) for name, gib in budgets.items()})
   return result
+
+
+def _verdict(total: int | None, gib: float, refused: str | None) -> dict[str, Any]:
+  if total is None:  # refused by the topology's own compiler: no total to compare
+    return {"memory_gib": gib, "fits": False, "used_fraction": None, "reason": refused}
+  return {"memory_gib": gib, "fits": memory.fits(total, gib * topology.GIB),
+          "used_fraction": total / (gib * topology.GIB)}
 
 
 def report(r: dict[str, Any]) -> str:
@@ -113,14 +122,18 @@ def report(r: dict[str, Any]) -> str:
     if r["per_device"][key]:
       lines.append(f"  {label:<32}{r['per_device'][key] / MIB:>12.1f}")
   c = r["compiler"]
-  lines += [f"  {'compiler: arguments':<32}{c['arguments'] / MIB:>12.1f}",
-            f"  {'compiler: outputs - aliased':<32}{(c['outputs'] - c['aliased']) / MIB:>12.1f}",
-            f"  {'compiler: temporaries':<32}{c['temporaries'] / MIB:>12.1f}",
-            f"  {'total':<32}{c['total'] / MIB:>12.1f}", ""]
+  if c:
+    lines += [f"  {'compiler: arguments':<32}{c['arguments'] / MIB:>12.1f}",
+              f"  {'compiler: outputs - aliased':<32}{(c['outputs'] - c['aliased']) / MIB:>12.1f}",
+              f"  {'compiler: temporaries':<32}{c['temporaries'] / MIB:>12.1f}",
+              f"  {'total':<32}{c['total'] / MIB:>12.1f}", ""]
+  else:
+    lines += ["", f"the compiler refused the step: {r['compiler_refused']}"]
   for name, f in r["fits"].items():
     verdict = "fits" if f["fits"] else "does NOT fit"
-    lines.append(f"{verdict} {name} ({f['memory_gib']:g} GiB): {100 * f['used_fraction']:.0f}% "
-                 "of its memory")
+    used = ("" if f["used_fraction"] is None
+            else f": {100 * f['used_fraction']:.0f}% of its memory")
+    lines.append(f"{verdict} {name} ({f['memory_gib']:g} GiB){used}")
   return "\n".join(lines)
 
 

@@ -84,3 +84,20 @@ def test_fit_verdicts(runs):
   assert fits["given"]["fits"] is (total <= 0.001 * 1024 ** 3) is False
   assert fits["v5e"]["fits"] and fits["H100"]["fits"]
   assert "does NOT fit given (0.001 GiB)" in proc.stdout and "fits v5p (95 GiB)" in proc.stdout
+
+
+@pytest.mark.parametrize("name,devices,libtpu_name", [
+    ("v5p-256", 128, "v5:4x4x8"), ("v5p-512", 256, "v5:4x8x8"), ("v4-64", 32, "v4:2x4x4"),
+    ("v4-8", 4, "v4:2x2x1"), ("v5e-256", 256, "v5e:16x16"), ("v6e-8", 8, "v6e:2x4"),
+    ("cpu:256", 256, "")])
+def test_topology_names(name, devices, libtpu_name):
+  from doremi_jax.run import topology  # pylint: disable=g-import-not-at-top
+  topo = topology.parse(name)
+  assert (topo.num_devices, topo.tpu_topology) == (devices, libtpu_name)
+
+
+def test_a_refused_compile_fits_nothing():
+  """A TPU compiler that runs out of HBM gives no total: the verdict is no, with its reason."""
+  from doremi_jax import compile_check  # pylint: disable=g-import-not-at-top
+  verdict = compile_check._verdict(None, 32, "RESOURCE_EXHAUSTED: Ran out of memory on HBM")
+  assert verdict["fits"] is False and verdict["reason"].startswith("RESOURCE_EXHAUSTED")

@@ -81,24 +81,36 @@ def build_step(kind: str, mesh, batch_size: int, seq_len: int, num_domains: int,
   return AbstractStep(kind, step.jitted, mesh, args, state, reference, batch)
 
 
+class OutOfMemory(Exception):
+  """The device compiler refused the step: it cannot fit (TPU compilers check HBM)."""
+
+
 def compile_step(step: AbstractStep):
   with jax.set_mesh(step.mesh):
-    return step.jitted.lower(*step.args).compile()
+    lowered = step.jitted.lower(*step.args)
+    try:
+      return lowered.compile()
+    except jax.errors.JaxRuntimeError as exc:
+      if str(exc).startswith("RESOURCE_EXHAUSTED"):
+        raise OutOfMemory(str(exc).splitlines()[0]) from None
+      raise
 
 
 def measure(step: AbstractStep, compiled) -> dict[str, Any]:
   """Per-device bytes: each input tree's shards and the compiler's own accounting.
 
   ``total`` = arguments + outputs - aliased (the donated state is updated in place) +
-  temporaries, the peak XLA reports for one device; generated code is listed apart."""
-  stats = compiled.memory_analysis()
-  compiler = {"arguments": int(stats.argument_size_in_bytes),
+  temporaries, the peak XLA reports for one device; generated code is listed apart.
+  ``compiled`` None (the compiler ran out of memory) leaves ``compiler`` None."""
+  stats = compiled.memory_analysis() if compiled is not None else None
+  compiler = None if stats is None else {"arguments": int(stats.argument_size_in_bytes),
               "outputs": int(stats.output_size_in_bytes),
               "aliased": int(stats.alias_size_in_bytes),
               "temporaries": int(stats.temp_size_in_bytes),
               "generated_code": int(stats.generated_code_size_in_bytes)}
-  compiler["total"] = (compiler["arguments"] + compiler["outputs"] - compiler["aliased"]
-                       + compiler["temporaries"])
+  if compiler:
+    compiler["total"] = (compiler["arguments"] + compiler["outputs"] - compiler["aliased"]
+                         + compiler["temporaries"])
   state = step.state
   trees = {"parameters": state.params, "optimizer_state": state.opt_state,
            "step_and_domain_state": (state.step, state.domains),
