@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/sweep.py
 	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/memory.py
 
 clean-venv:
 	rm -rf $(VENV)

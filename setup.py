@@ -28,6 +28,7 @@ setuptools.setup(
             "doremi-eval=doremi_jax.evaluate:main",
             "doremi-corpus=doremi_jax.corpus:main",
             "doremi-export=doremi_jax.export:main",
+            "doremi-compile-check=doremi_jax.compile_check:console_main",
         ],
     },
 )
