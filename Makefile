@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/sweep.py
 	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/domains_scaling.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ from doremi_jax import errors
 from doremi_jax.core import (
   doremi,
   partitioning,  # noqa: F401  (8b.gin binds make_mesh)
+  steps,
 )
 from doremi_jax.core import model as model_lib
 from doremi_jax.run import config
@@ -86,3 +87,19 @@ def test_bf16_token_losses_keep_the_weight_update():
     out[dtype] = excess, weights
   np.testing.assert_array_less(np.abs(out[jnp.float32][0] - out[jnp.bfloat16][0]), 2e-3)
   np.testing.assert_array_less(np.abs(out[jnp.float32][1] - out[jnp.bfloat16][1]), 5e-4)
+
+
+def test_bf16_reference_forward_is_close_to_float32():
+  """``DoremiConfig.reference_dtype = "bfloat16"`` casts only the reference's forward."""
+  with pytest.raises(ValueError, match="reference_dtype"):
+    steps.DoremiConfig(reference_dtype="fp8")
+  small = dict(vocab_size=64, num_layers=1, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64)
+  lm = model_lib.TransformerLM(model_lib.TransformerConfig(**small))
+  tokens = jnp.asarray(np.random.default_rng(1).integers(0, 64, (2, 16)), jnp.int32)
+  params = jax.jit(lm.init)(jax.random.key(0), tokens)["params"]
+  batch = {"inputs": tokens, "targets": tokens}
+  f32, bf16 = (jax.jit(steps._reference_losses(lm, d))(params, batch)  # pylint: disable=protected-access
+               for d in (None, "bfloat16"))
+  assert f32.dtype == bf16.dtype == jnp.float32  # a float32 softmax either way
+  np.testing.assert_allclose(bf16, f32, rtol=2e-2)
+  assert np.max(np.abs(np.asarray(bf16) - np.asarray(f32))) > 0  # it did run in bf16

@@ -60,8 +60,14 @@ class DoremiConfig:
   smoothing: float | Sequence[float] = 1e-3
   estimator: str | Sequence[str] = "token_clip"  # see doremi.ESTIMATORS
   objective: str = "domain_mean"   # or "token_pooled" (the reference implementation)
+  # The frozen reference's forward in another compute dtype ("bfloat16": params cast too);
+  # None: the model's. Only the reference: the proxy and the DoReMi math are unchanged.
+  reference_dtype: str | None = None
 
   def __post_init__(self):
+    if self.reference_dtype not in (None, "float32", "bfloat16"):
+      raise ValueError(f"DoremiConfig.reference_dtype={self.reference_dtype!r} is not one of "
+                       "(None, 'float32', 'bfloat16')")
     if self.objective not in doremi.OBJECTIVES:
       raise ValueError(f"DoremiConfig.objective={self.objective!r} is not one of "
                        f"{doremi.OBJECTIVES}")
@@ -172,9 +178,26 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int):
   return update
 
 
+def _reference_losses(model, dtype: str | None) -> Callable:
+  """Forward-only token losses of the frozen reference, in compute ``dtype`` if given.
+
+  Forward only, so its logits are built a chunk at a time (never all 412 MB at vocab 50k).
+  """
+  if dtype is not None and dtype != model.cfg.dtype:
+    model = model.clone(cfg=dataclasses.replace(model.cfg, dtype=dtype))
+
+  def losses(params, batch):
+    if dtype is not None:
+      params = jax.tree.map(lambda x: x.astype(dtype), params)
+    return jax.lax.stop_gradient(token_losses(model, params, batch, chunked=True))
+
+  return losses
+
+
 def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
   """The proxy step; with several settings the state is stacked on a leading axis."""
   settings = cfg.settings()
+  reference_losses = _reference_losses(model, cfg.reference_dtype)
   update = _proxy_update(model, optimizer, num_domains, cfg.objective, m)
   etas = jnp.asarray([s.step_size for s in settings], jnp.float32)
   smooth = jnp.asarray([s.smoothing for s in settings], jnp.float32)
@@ -183,10 +206,8 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
   def step(state: TrainState, reference_params: Any, batch: Batch
            ) -> tuple[TrainState, dict[str, jax.Array]]:
     micro = accumulate.split(batch, m, BATCH_LOGICAL_AXES)
-    # Forward only, so its logits are built a chunk at a time (never all 412 MB at vocab 50k).
-    reference_tl = jax.lax.stop_gradient(accumulate.forward(
-        lambda b: token_losses(model, reference_params, b, chunked=True), micro, m,
-        BATCH_LOGICAL_AXES))
+    reference_tl = accumulate.forward(lambda b: reference_losses(reference_params, b), micro, m,
+                                      BATCH_LOGICAL_AXES)
     if len(settings) == 1:
       new_state, metrics = update(state, reference_tl, micro, etas[0], smooth[0], est[0])
     else:
