@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 import sys
 import time
 from typing import Any, Callable
@@ -111,3 +112,9 @@ def time_interleaved(calls: dict[str, Callable[[Any], None]], batches: list, rou
         calls[name](batch)
         times[name].append(time.perf_counter() - t0)
   return first, times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+  """Median of ``a[i] / b[i]``: interleaved neighbours saw about the same load, so this is
+  steadier on a busy machine than the ratio of the medians."""
+  return statistics.median(x / y for x, y in zip(a, b))

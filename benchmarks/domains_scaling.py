@@ -51,7 +51,9 @@ def bench(vocab: int, domain_counts: list[int], args) -> dict:
       {k: functools.partial(call, k) for k in domain_counts}, list(range(4)), args.rounds,
       args.steps)
   med = {k: statistics.median(t) for k, t in times.items()}
+  base = domain_counts[0]
   return {"vocab": vocab, "median_s": med, "min_s": {k: min(t) for k, t in times.items()},
+          "paired": {k: bench_setup.paired_ratio(t, times[base]) for k, t in times.items()},
           "first_call_s": first, "compiles": {k: r.compiles() for k, r in runners.items()}}
 
 
@@ -99,12 +101,14 @@ def main(argv=None) -> int:
         f"{args.rounds} rounds x {args.steps} timed calls per count, interleaved")
   r = bench(args.vocab, counts, args)
   med, base = r["median_s"], r["median_s"][counts[0]]
-  print(f"{'domains':>7} {'median s':>9} {'min s':>8} {'first s':>8} {'vs ' + str(counts[0]):>7}")
+  print(f"{'domains':>7} {'median s':>9} {'min s':>8} {'first s':>8} {'vs ' + str(counts[0]):>7} "
+        f"{'paired':>7}")
   for k in counts:
     print(f"{k:>7} {med[k]:>9.4f} {r['min_s'][k]:>8.4f} {r['first_call_s'][k]:>8.2f} "
-          f"{med[k] / base:>7.3f}")
-  growth = med[counts[-1]] / base
-  print(f"growth {counts[0]} -> {counts[-1]} domains: {growth:.3f} (target <= {TARGET})")
+          f"{med[k] / base:>7.3f} {r['paired'][k]:>7.3f}")
+  print(f"growth {counts[0]} -> {counts[-1]} domains: {med[counts[-1]] / base:.3f} (medians), "
+        f"{r['paired'][counts[-1]]:.3f} (paired: median of call-by-call ratios); "
+        f"target <= {TARGET}")
   math = bench_math(counts, args)
   print("the DoReMi math alone (excess, update, weighted loss and its gradient, metrics):")
   for k in counts:

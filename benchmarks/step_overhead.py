@@ -77,6 +77,7 @@ def bench(name: str, vocab: int, args) -> dict:
   med = {k: statistics.median(t) for k, t in times.items()}
   return {"model": name, "vocab": vocab, "batch": batch, "num_params": int(num_params),
           "median_s": med, "first_call_s": first,
+          "paired": {k: bench_setup.paired_ratio(times[k], times["plain"]) for k in times},
           "steps_per_proxy": int(runners["proxy"].state.step),
           "max_abs_average_diff": float(np.max(np.abs(averages["proxy"]
                                                       - averages["proxy_bf16"]))),
@@ -88,6 +89,7 @@ def format_row(r: dict) -> str:
   return (f"{r['model']:>5} {r['vocab']:>6} {r['num_params'] / 1e6:>7.1f}M {r['batch']:>5} "
           f"{med['plain']:>8.4f} {med['proxy']:>8.4f} {med['proxy_bf16']:>9.4f} "
           f"{med['proxy'] / med['plain']:>11.3f} {med['proxy_bf16'] / med['plain']:>10.3f} "
+          f"{r['paired']['proxy']:>7.3f} {r['paired']['proxy_bf16']:>7.3f} "
           f"{r['max_abs_average_diff']:>13.2e}")
 
 
@@ -112,12 +114,14 @@ def main(argv=None) -> int:
   print(f"{args.rounds} rounds x {args.steps} timed calls per variant, interleaved; "
         f"{NUM_DOMAINS} domains, eta {args.step_size:g}; limit proxy/plain = 4/3 = 1.333")
   print(f"{'model':>5} {'vocab':>6} {'params':>8} {'batch':>5} {'plain s':>8} {'proxy s':>8} "
-        f"{'proxy16 s':>9} {'proxy/plain':>11} {'p16/plain':>10} {'avg w diff':>13}")
+        f"{'proxy16 s':>9} {'proxy/plain':>11} {'p16/plain':>10} {'paired':>7} {'p16 pr':>7} "
+        f"{'avg w diff':>13}")
   bad = []
   for name, vocab in configs:
     r = bench(name, vocab, args)
     print(format_row(r), flush=True)
     bad += [f"{name} {vocab} {k}" for k, c in r["compiles"].items() if c != 1]
+  print("paired, p16 pr: median of call-by-call ratios to the plain step (steadier under load)")
   print(f"avg w diff: max |average weights (f32 reference) - (bf16 reference)| after "
         f"{args.rounds * args.steps + 2} proxy steps; load avg at the end "
         f"{bench_setup.load_average()}")
