@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/sweep.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/domains_scaling.py
 
 clean-venv:
 	rm -rf $(VENV)

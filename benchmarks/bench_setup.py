@@ -1,7 +1,14 @@
-"""What both benchmarks share: the brief's tiny model on one CPU device and random batches."""
+"""What the benchmarks share: the brief's tiny model on one CPU device, random batches,
+stateful step runners and timing interleaved call by call (so all see the same load)."""
 from __future__ import annotations
 
+import datetime
+import os
+import platform
+import statistics
 import sys
+import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -42,3 +49,72 @@ def exit_status(recompiled: list) -> int:
           file=sys.stderr)
     return 1
   return 0
+
+
+def cpu_model() -> str:
+  """The CPU's model name (platform.processor() is empty on most Linux machines)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+  return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def header() -> str:
+  """Date (UTC), machine, jax and load average: the first line of a benchmark's output."""
+  date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  return (f"{date}  {cpu_model()}, {os.cpu_count()} CPUs  jax {jax.__version__} "
+          f"({jax.devices()[0]})  load avg {load_average()}")
+
+
+class Runner:
+  """A step function and the state it donates and replaces on every call."""
+
+  def __init__(self, step, state, reference=None):
+    self.step, self.state, self.reference = step, state, reference
+
+  def __call__(self, batch):
+    args = (self.state, batch) if self.reference is None else (self.state, self.reference, batch)
+    self.state, metrics = self.step(*args)
+    return self.state, metrics
+
+  def compiles(self) -> int:
+    return self.step.jitted._cache_size()  # pylint: disable=protected-access
+
+
+def time_interleaved(calls: dict[str, Callable[[Any], None]], batches: list, rounds: int,
+                     steps: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+  """``(first-call seconds, timed seconds)`` per name. Each call is compiled and warmed up
+  by two untimed calls, then all are timed call by call, in an order rotated every round;
+  every variant gets the same batch at the same position. A call must block until done."""
+  first = {}
+  for name, call in calls.items():
+    t0 = time.perf_counter()
+    call(batches[0])
+    first[name] = time.perf_counter() - t0
+    call(batches[1 % len(batches)])
+  times = {name: [] for name in calls}
+  names, n = list(calls), 0
+  for rnd in range(rounds):
+    order = names[rnd % len(names):] + names[:rnd % len(names)]
+    for _ in range(steps):
+      batch = batches[n % len(batches)]
+      n += 1
+      for name in order:
+        t0 = time.perf_counter()
+        calls[name](batch)
+        times[name].append(time.perf_counter() - t0)
+  return first, times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+  """Median of ``a[i] / b[i]``: interleaved neighbours saw about the same load, so this is
+  steadier on a busy machine than the ratio of the medians."""
+  return statistics.median(x / y for x, y in zip(a, b))

@@ -19,12 +19,10 @@ same machine load; medians):
 from __future__ import annotations
 
 import argparse
-import datetime
+import functools
 import os
-import platform
 import statistics
 import sys
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -38,34 +36,7 @@ NUM_DOMAINS = 8
 NUM_BATCHES = 4  # distinct batches, cycled: enough that no call sees the previous one's input
 
 
-def cpu_model() -> str:
-  """The CPU's model name (platform.processor() is empty on most Linux machines)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-class _Runner:
-  """A step function and the state it donates and replaces on every call."""
-
-  def __init__(self, step, state, reference=None):
-    self.step, self.state, self.reference = step, state, reference
-
-  def __call__(self, batch):
-    args = (self.state, batch) if self.reference is None else (self.state, self.reference, batch)
-    self.state, metrics = self.step(*args)
-    return self.state, metrics
-
-  def compiles(self) -> int:
-    return self.step.jitted._cache_size()  # pylint: disable=protected-access
-
-
-def _variants(vocab: int, args) -> dict[str, list[_Runner]]:
+def _variants(vocab: int, args) -> dict[str, list[bench_setup.Runner]]:
   """Each variant is a list of runners; one timed "step" calls all of them once."""
   cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied)
   seq = args.seq
@@ -74,13 +45,15 @@ def _variants(vocab: int, args) -> dict[str, list[_Runner]]:
   abstract, proxy_sh = ts.state_shardings(lm, optimizer, mesh, seq, NUM_DOMAINS)
   reference = ts.init_state(lm, optimizer, mesh, seq, 1).params
 
-  def proxy_runner(step_size: float) -> _Runner:
+  def proxy_runner(step_size: float) -> bench_setup.Runner:
     step = steps.make_train_step("proxy", lm, optimizer, mesh, proxy_sh, NUM_DOMAINS,
                                  steps.DoremiConfig(step_size=step_size))
-    return _Runner(step, ts.init_state(lm, optimizer, mesh, seq, 0, NUM_DOMAINS), reference)
+    return bench_setup.Runner(step, ts.init_state(lm, optimizer, mesh, seq, 0, NUM_DOMAINS),
+                              reference)
 
-  plain = _Runner(steps.make_train_step("plain", lm, optimizer, mesh, plain_sh, NUM_DOMAINS),
-                  ts.init_state(lm, optimizer, mesh, seq, 0))
+  plain = bench_setup.Runner(
+      steps.make_train_step("plain", lm, optimizer, mesh, plain_sh, NUM_DOMAINS),
+      ts.init_state(lm, optimizer, mesh, seq, 0))
   sweep_cfg = steps.DoremiConfig(step_size=args.step_sizes)
   num = len(sweep_cfg.settings())
   _, stacked_sh = ts.stack_proxies(abstract, proxy_sh, num, mesh)
@@ -91,10 +64,10 @@ def _variants(vocab: int, args) -> dict[str, list[_Runner]]:
   return {"plain": [plain],
           "proxy": [proxy_runner(args.step_sizes[0])],
           "separate": [proxy_runner(eta) for eta in args.step_sizes],
-          "sweep": [_Runner(sweep_step, sweep_state, reference)]}
+          "sweep": [bench_setup.Runner(sweep_step, sweep_state, reference)]}
 
 
-def _call(runners: list[_Runner], batch) -> None:
+def _call(runners: list[bench_setup.Runner], batch) -> None:
   """Each runner finishes before the next starts, as separate runs would not overlap."""
   for r in runners:
     jax.block_until_ready(r(batch))
@@ -106,24 +79,9 @@ def bench_vocab(vocab: int, args) -> dict:
       NUM_BATCHES, args.batch, args.seq, vocab,
       steps.batch_shardings(partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])),
       NUM_DOMAINS)
-  first = {}
-  for name, runners in variants.items():  # compile, then one more untimed call
-    t0 = time.perf_counter()
-    _call(runners, batches[0])
-    first[name] = time.perf_counter() - t0
-    _call(runners, batches[1])
-  times = {name: [] for name in variants}
-  names = list(variants)
-  calls = 0
-  for rnd in range(args.rounds):
-    order = names[rnd % len(names):] + names[:rnd % len(names)]
-    for _ in range(args.steps):
-      batch = batches[calls % NUM_BATCHES]
-      calls += 1
-      for name in order:
-        t0 = time.perf_counter()
-        _call(variants[name], batch)
-        times[name].append(time.perf_counter() - t0)
+  first, times = bench_setup.time_interleaved(
+      {name: functools.partial(_call, rs) for name, rs in variants.items()},
+      batches, args.rounds, args.steps)
   result = {"vocab": vocab, "first_call_s": first,
             "median_s": {n: statistics.median(t) for n, t in times.items()},
             "min_s": {n: min(t) for n, t in times.items()},
@@ -172,9 +130,7 @@ def main(argv=None) -> int:
     parser.error("--proxies must be >= 2 (a sweep)")
   args.step_sizes = [10.0 ** -i for i in range(args.proxies)]
   vocabs = args.vocab or [512]
-  date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-  print(f"{date}  {cpu_model()}, {os.cpu_count()} CPUs  jax {jax.__version__} "
-        f"({jax.devices()[0]})  load avg {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+  print(bench_setup.header())
   print(f"{'untied' if args.untied else 'tied'} embeddings, 2 layers d 128, batch {args.batch} x "
         f"seq {args.seq}, {NUM_DOMAINS} domains, step sizes {args.step_sizes}, "
         f"{args.rounds} rounds x {args.steps} timed calls per variant")
@@ -183,7 +139,7 @@ def main(argv=None) -> int:
     r = bench_vocab(v, args)
     print(format_table(r, args), flush=True)
     bad += [f"vocab {v} {n}" for n, c in r["compiles"].items() if any(x != 1 for x in c)]
-  print(f"load avg at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+  print(f"load avg at the end {bench_setup.load_average()}")
   return bench_setup.exit_status(bad)
 
 

@@ -62,7 +62,8 @@ class Rig:
   """Model, optimizer, shardings and the jitted step of one kind on one mesh."""
 
   def __init__(self, mesh, kind: str, doremi_config: steps.DoremiConfig | None = None,
-               train_steps: int = 100, warmup_steps: int = 2, **model_overrides):
+               train_steps: int = 100, warmup_steps: int = 2, microbatches: int = 1,
+               **model_overrides):
     self.mesh, self.kind = mesh, kind
     self.model = model_lib.TransformerLM(tiny_config(**model_overrides))
     self.optimizer = ts.make_optimizer(train_steps, warmup_steps=warmup_steps)
@@ -71,7 +72,8 @@ class Rig:
         self.model, self.optimizer, mesh, SEQ, self.num_domain_state)
     self.doremi_config = doremi_config or steps.DoremiConfig()
     self.step = steps.make_train_step(kind, self.model, self.optimizer, mesh, self.shardings, K,
-                                      self.doremi_config if kind == "proxy" else None)
+                                      self.doremi_config if kind == "proxy" else None,
+                                      microbatches=microbatches)
     self.batch_shardings = steps.batch_shardings(mesh)
 
   def init(self, seed: int = 0):

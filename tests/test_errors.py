@@ -131,6 +131,10 @@ def _cases(base: Path) -> dict:
           base, new("c"), "--gin.train.checkpoint_every=0")),
       "train_steps_zero": lambda: (train_cli.main, _train(
           base, new("d"), "--gin.TRAIN_STEPS=0")),
+      "microbatches_zero": lambda: (train_cli.main, _train(
+          base, new("d0"), "--gin.train.microbatches=0")),
+      "microbatches_indivisible": lambda: (train_cli.main, _train(
+          base, new("d1"), "--gin.train.microbatches=3")),
       "seed_float": lambda: (train_cli.main, _train(base, new("e"), "--gin.SEED=1.5")),
       "feature_lengths_list": lambda: (train_cli.main, _train(
           base, new("f"), "--gin.TASK_FEATURE_LENGTHS=[128]")),

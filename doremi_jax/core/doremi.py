@@ -138,6 +138,34 @@ def average_weights(average: Array, new_weights: Array, step: int | Array) -> Ar
   return average + (_float(new_weights) - average) / (step + 1.0)
 
 
+def loss_coefficients(domain_weights: Array, token_counts: Array,
+                      objective: str = "domain_mean") -> Array:
+  """Per-domain factor ``c`` with weighted loss ``= sum_t mask_t c[d_t] l_t`` (see below).
+
+  ``token_counts`` are the counts of the *whole* batch, so with gradient accumulation each
+  micro-batch's ``coefficient_loss`` is its exact share of the whole batch's loss.
+  """
+  if objective not in OBJECTIVES:
+    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+  weights = jax.lax.stop_gradient(_float(domain_weights))
+  counts = _float(token_counts)
+  if objective == "domain_mean":
+    return _safe_div(weights, counts)
+  return weights * _safe_div(1.0, jnp.sum(weights * counts, axis=-1, keepdims=True))
+
+
+def coefficient_loss(token_loss: Array, domain_ids: Array, loss_mask: Array,
+                     coefficients: Array) -> Array:
+  """``sum_t mask_t c[d_t] l_t`` in float32 (``c`` from ``loss_coefficients``)."""
+  token_loss = _float(token_loss)
+  ids = jnp.asarray(domain_ids).astype(jnp.int32)
+  # Gather at the ids' own shape ([batch] for per-example ids), then broadcast to tokens.
+  per_id = coefficients[ids].reshape(ids.shape + (1,) * (token_loss.ndim - ids.ndim))
+  token_c = jnp.broadcast_to(per_id, token_loss.shape)
+  mask = jnp.asarray(loss_mask) != 0
+  return jnp.sum(jnp.where(mask, token_c * token_loss, 0.0))
+
+
 def weighted_proxy_loss(token_loss: Array, domain_ids: Array, loss_mask: Array,
             domain_weights: Array, objective: str = "domain_mean") -> Array:
   """Domain-weighted training loss of the proxy model (weights are constants: stop_gradient).
@@ -146,17 +174,11 @@ def weighted_proxy_loss(token_loss: Array, domain_ids: Array, loss_mask: Array,
   ``"token_pooled"`` (the reference implementation): ``sum_t a[d_t] l_t / sum_t a[d_t]``
   over unmasked tokens, so a domain's pull also scales with its token count in the batch.
   """
-  if objective not in OBJECTIVES:
-    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
-  weights = jax.lax.stop_gradient(_float(domain_weights))
-  if objective == "domain_mean":
-    mean_loss, _ = per_domain_mean_loss(token_loss, domain_ids, loss_mask, weights.shape[-1])
-    return jnp.sum(weights * mean_loss)
-  token_loss = _float(token_loss)
-  mask = jnp.asarray(loss_mask) != 0
-  token_w = jnp.where(mask, weights[_token_domain_ids(domain_ids, token_loss)], 0.0)
-  num = jnp.sum(jnp.where(mask, token_w * token_loss, 0.0))
-  return _safe_div(num, jnp.sum(token_w))
+  weights = jnp.asarray(domain_weights)
+  _, counts = _segment_mean(jnp.zeros(jnp.shape(token_loss), jnp.float32), domain_ids,
+                            loss_mask, weights.shape[-1])
+  return coefficient_loss(token_loss, domain_ids, loss_mask,
+                          loss_coefficients(weights, counts, objective))
 
 
 def l1_distance(a: Array, b: Array) -> Array:

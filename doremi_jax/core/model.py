@@ -16,7 +16,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from doremi_jax import errors
+
 Init = nn.initializers
+ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")  # jax.nn.dot_product_attention's choices
+# jax.checkpoint_policies entries a block may be rematerialised with; "none": no remat.
+REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "everything_saveable")
 
 
 @gin.configurable
@@ -33,13 +39,35 @@ class TransformerConfig:
   # Untied output layer starts at zero: the first predictions are uniform, so a
   # fresh proxy sits exactly at the entropy floor of pure-noise domains.
   zero_init_logits: bool = True
-  dtype: str = "float32"        # activation / compute dtype
-  param_dtype: str = "float32"
+  dtype: str = "float32"        # activation / compute dtype ("bfloat16": mixed precision)
+  param_dtype: str = "float32"  # params (and so optimizer state) stay float32 under bf16
   rope_max_wavelength: float = 10_000.0
-  remat: bool = False           # rematerialise each block (saves memory on big models)
+  # What a block keeps for its backward pass: a REMAT_POLICIES name ("none": everything,
+  # no recomputation). ``remat = True`` (older gin files) means "nothing_saveable".
+  remat_policy: str = "none"
+  remat: bool = False
+  attention_implementation: str | None = None  # None lets jax choose; "xla" or "cudnn"
   # Forward-only token losses (reference model, evaluation) build the logits in sequence
   # chunks of at most this many elements (0: never chunk); see ``chunked_token_xent``.
   logits_chunk_elements: int = 8 * 1024 * 1024
+
+  def __post_init__(self):
+    """Bad names are one line (``errors.DoremiError``) before anything is built."""
+    if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise errors.DoremiError(
+          f"TransformerConfig.attention_implementation={self.attention_implementation!r} is "
+          f"not one of {ATTENTION_IMPLEMENTATIONS}")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise errors.DoremiError(f"TransformerConfig.remat_policy={self.remat_policy!r} is not "
+                               f"one of {REMAT_POLICIES}")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in ("float32", "bfloat16", "float16"):
+        raise errors.DoremiError(f"TransformerConfig.{name}={getattr(self, name)!r} is not "
+                                 "one of ('float32', 'bfloat16', 'float16')")
+
+  def block_remat_policy(self) -> str:
+    """The effective policy: ``remat_policy``, or "nothing_saveable" for ``remat = True``."""
+    return "nothing_saveable" if self.remat and self.remat_policy == "none" else self.remat_policy
 
   def num_params(self) -> int:
     per_layer = (4 * self.emb_dim * self.num_heads * self.head_dim
@@ -123,7 +151,8 @@ class Attention(nn.Module):
                    ("batch", "length", "heads", "kv"))
     k = _constrain(apply_rope(k, positions, cfg.rope_max_wavelength),
                    ("batch", "length", "heads", "kv"))
-    out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                       implementation=cfg.attention_implementation)
     out = _constrain(out, ("batch", "length", "heads", "kv"))
     return _DenseGeneral(cfg, (cfg.emb_dim,), (-2, -1), ("heads", "kv", "embed"), name="out")(out)
 
@@ -245,7 +274,9 @@ class TransformerLM(nn.Module):
     self.token_embedder = nn.Embed(
         cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype, param_dtype=jnp.dtype(cfg.param_dtype),
         embedding_init=_param(Init.normal(stddev=1.0), ("vocab", "embed")))
-    block_cls = nn.remat(Block) if cfg.remat else Block
+    policy = cfg.block_remat_policy()
+    block_cls = (Block if policy == "none"
+                 else nn.remat(Block, policy=getattr(jax.checkpoint_policies, policy)))
     for i in range(cfg.num_layers):
       setattr(self, f"layer_{i}", block_cls(cfg))
     self.final_norm = RMSNorm(cfg)

@@ -4,6 +4,7 @@ The proxy step does, in one compiled function: proxy forward (keeping the VJP),
 frozen reference forward, per-domain excess loss, exponentiated-gradient update
 of the domain weights, the backward pass of the domain-weighted loss through the
 same VJP (one forward, one backward), the optax update and the running average.
+With ``microbatches > 1`` both steps accumulate gradients exactly (``accumulate.py``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from doremi_jax.core import doremi, partitioning
+from doremi_jax.core import accumulate, doremi, partitioning
 from doremi_jax.core.train_state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -59,8 +60,14 @@ class DoremiConfig:
   smoothing: float | Sequence[float] = 1e-3
   estimator: str | Sequence[str] = "token_clip"  # see doremi.ESTIMATORS
   objective: str = "domain_mean"   # or "token_pooled" (the reference implementation)
+  # The frozen reference's forward in another compute dtype ("bfloat16": params cast too);
+  # None: the model's. Only the reference: the proxy and the DoReMi math are unchanged.
+  reference_dtype: str | None = None
 
   def __post_init__(self):
+    if self.reference_dtype not in (None, "float32", "bfloat16"):
+      raise ValueError(f"DoremiConfig.reference_dtype={self.reference_dtype!r} is not one of "
+                       "(None, 'float32', 'bfloat16')")
     if self.objective not in doremi.OBJECTIVES:
       raise ValueError(f"DoremiConfig.objective={self.objective!r} is not one of "
                        f"{doremi.OBJECTIVES}")
@@ -94,19 +101,22 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def _plain_step(model, optimizer, num_domains: int):
+def _plain_step(model, optimizer, num_domains: int, m: int):
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-    mask = batch["loss_mask"]
+    micro = accumulate.split(batch, m, BATCH_LOGICAL_AXES)
+    mask = micro["loss_mask"]
+    total = jnp.maximum(jnp.sum(mask), 1.0)  # the whole batch's tokens, for every micro-batch
 
-    def loss_fn(params):
-      tl = token_losses(model, params, batch)
-      return _masked_mean(tl, mask), tl
+    def loss_fn(params, b):
+      tl = token_losses(model, params, b)
+      return jnp.sum(tl * b["loss_mask"]) / total, tl
 
-    (loss, tl), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, tl), grads = accumulate.value_and_grad(loss_fn, state.params, micro, m,
+                                                  BATCH_LOGICAL_AXES)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     domain_loss, counts = doremi.per_domain_mean_loss(
-        jax.lax.stop_gradient(tl), batch["domain_ids"], mask, num_domains)
+        jax.lax.stop_gradient(tl), micro["domain_ids"], mask, num_domains)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "domain_loss": domain_loss, "domain_tokens": counts}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -114,12 +124,24 @@ def _plain_step(model, optimizer, num_domains: int):
   return step
 
 
-def _proxy_update(model, optimizer, num_domains: int, objective: str):
-  """One proxy's update given the reference's token losses (vmapped over proxies)."""
-  def update(state: TrainState, reference_tl: jax.Array, batch: Batch, step_size: jax.Array,
+def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int):
+  """One proxy's update given the reference's token losses (vmapped over proxies).
+
+  ``micro`` and ``reference_tl`` are in ``accumulate.split``'s layout. With ``m > 1`` the
+  excess and the weight update use the *whole* batch: a forward-only pass over the
+  micro-batches gives the proxy's token losses first, then a second pass does forward and
+  backward of each micro-batch's share of the weighted loss (normalised by whole-batch
+  counts), so m > 1 costs one extra proxy forward but equals m = 1 (the reference
+  implementation updates the weights on the first micro-batch and uses stale ones after).
+  """
+  def update(state: TrainState, reference_tl: jax.Array, micro: Batch, step_size: jax.Array,
              smoothing: jax.Array, estimator: jax.Array):
-    mask, domain_ids = batch["loss_mask"], batch["domain_ids"]
-    proxy_tl, proxy_vjp = jax.vjp(lambda p: token_losses(model, p, batch), state.params)
+    mask, domain_ids = micro["loss_mask"], micro["domain_ids"]
+    if m == 1:  # one forward whose VJP the weighted loss's backward reuses
+      proxy_tl, proxy_vjp = jax.vjp(lambda p: token_losses(model, p, micro), state.params)
+    else:
+      proxy_tl = accumulate.forward(lambda b: token_losses(model, state.params, b, chunked=True),
+                                    micro, m, BATCH_LOGICAL_AXES)
     estimates, counts = doremi.excess_estimates(
         proxy_tl, reference_tl, domain_ids, mask, num_domains)
     excess = estimates[estimator]
@@ -127,12 +149,19 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str):
     excess_used = doremi.observed_excess(ds.last_excess, excess, counts)
     weights = doremi.update_domain_weights(ds.weights, excess_used, step_size, smoothing)
     average = doremi.average_weights(ds.average, weights, state.step + 1)
+    coefficients = doremi.loss_coefficients(weights, counts, objective)
 
-    def weighted(tl):
-      return doremi.weighted_proxy_loss(tl, domain_ids, mask, weights, objective)
+    def weighted(tl, b=micro):
+      return doremi.coefficient_loss(tl, b["domain_ids"], b["loss_mask"], coefficients)
 
-    loss, dloss_dtokens = jax.value_and_grad(weighted)(proxy_tl)
-    (grads,) = proxy_vjp(dloss_dtokens)
+    if m == 1:
+      loss, dloss_dtokens = jax.value_and_grad(weighted)(proxy_tl)
+      (grads,) = proxy_vjp(dloss_dtokens)
+    else:
+      loss = weighted(proxy_tl)
+      _, grads = accumulate.value_and_grad(
+          lambda p, b: (weighted(token_losses(model, p, b), b), ()), state.params, micro, m,
+          BATCH_LOGICAL_AXES)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     domain_loss, _ = doremi.per_domain_mean_loss(proxy_tl, domain_ids, mask, num_domains)
@@ -149,26 +178,43 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str):
   return update
 
 
-def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig):
+def _reference_losses(model, dtype: str | None) -> Callable:
+  """Forward-only token losses of the frozen reference, in compute ``dtype`` if given.
+
+  Forward only, so its logits are built a chunk at a time (never all 412 MB at vocab 50k).
+  """
+  if dtype is not None and dtype != model.cfg.dtype:
+    model = model.clone(cfg=dataclasses.replace(model.cfg, dtype=dtype))
+
+  def losses(params, batch):
+    if dtype is not None:
+      params = jax.tree.map(lambda x: x.astype(dtype), params)
+    return jax.lax.stop_gradient(token_losses(model, params, batch, chunked=True))
+
+  return losses
+
+
+def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
   """The proxy step; with several settings the state is stacked on a leading axis."""
   settings = cfg.settings()
-  update = _proxy_update(model, optimizer, num_domains, cfg.objective)
+  reference_losses = _reference_losses(model, cfg.reference_dtype)
+  update = _proxy_update(model, optimizer, num_domains, cfg.objective, m)
   etas = jnp.asarray([s.step_size for s in settings], jnp.float32)
   smooth = jnp.asarray([s.smoothing for s in settings], jnp.float32)
   est = jnp.asarray([doremi.estimator_index(s.estimator) for s in settings], jnp.int32)
 
   def step(state: TrainState, reference_params: Any, batch: Batch
            ) -> tuple[TrainState, dict[str, jax.Array]]:
-    # Forward only, so its logits are built a chunk at a time (never all 412 MB at vocab 50k).
-    reference_tl = jax.lax.stop_gradient(
-        token_losses(model, reference_params, batch, chunked=True))
+    micro = accumulate.split(batch, m, BATCH_LOGICAL_AXES)
+    reference_tl = accumulate.forward(lambda b: reference_losses(reference_params, b), micro, m,
+                                      BATCH_LOGICAL_AXES)
     if len(settings) == 1:
-      new_state, metrics = update(state, reference_tl, batch, etas[0], smooth[0], est[0])
+      new_state, metrics = update(state, reference_tl, micro, etas[0], smooth[0], est[0])
     else:
       new_state, metrics = jax.vmap(update, in_axes=(0, None, None, 0, 0, 0))(
-          state, reference_tl, batch, etas, smooth, est)
+          state, reference_tl, micro, etas, smooth, est)
     reference_loss, _ = doremi.per_domain_mean_loss(
-        reference_tl, batch["domain_ids"], batch["loss_mask"], num_domains)
+        reference_tl, micro["domain_ids"], micro["loss_mask"], num_domains)
     metrics["domain_reference_loss"] = reference_loss
     return new_state, metrics
 
@@ -186,22 +232,26 @@ def batch_shardings(mesh: Mesh, rules=None) -> dict[str, jax.sharding.NamedShard
 def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransformation,
                     mesh: Mesh, state_shardings: TrainState, num_domains: int,
                     doremi_config: DoremiConfig | None = None, rules=None,
-                    reference_shardings: Any = None) -> Callable:
+                    reference_shardings: Any = None, microbatches: int = 1) -> Callable:
   """Returns the jitted step for ``kind`` in {"plain", "proxy"}.
 
   plain: ``step(state, batch)``; proxy: ``step(state, reference_params, batch)``.
   The state is donated; reference params are an input that is never updated. A DoReMi
   sweep (``doremi_config`` with lists) takes states stacked by ``train_state.stack_proxies``
-  and needs ``reference_shardings`` (the unstacked params' shardings).
+  and needs ``reference_shardings`` (the unstacked params' shardings). ``microbatches``
+  splits each batch into that many micro-batches inside the step (exact accumulation).
   """
+  if not isinstance(microbatches, int) or microbatches < 1:
+    raise ValueError(f"microbatches must be an integer >= 1, got {microbatches!r}")
   rules = partitioning.rules_or_default(rules)
   batch_sh = batch_shardings(mesh, rules)
   replicated = partitioning.replicated(mesh)
   if kind == "plain":
-    fn = _plain_step(model, optimizer, num_domains)
+    fn = _plain_step(model, optimizer, num_domains, microbatches)
     in_shardings = (state_shardings, batch_sh)
   elif kind == "proxy":
-    fn = _proxy_step(model, optimizer, num_domains, doremi_config or DoremiConfig())
+    fn = _proxy_step(model, optimizer, num_domains, doremi_config or DoremiConfig(),
+                     microbatches)
     reference_shardings = (state_shardings.params if reference_shardings is None
                            else reference_shardings)
     in_shardings = (state_shardings, reference_shardings, batch_sh)

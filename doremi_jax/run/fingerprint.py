@@ -37,7 +37,7 @@ from doremi_jax.data.prepared_source import PreparedDataSource
 
 FILE = "fingerprint.json"
 NOT_RESULT = ("model_dir", "resume", "checkpoint_every", "log_every", "progress", "export_name",
-              "ignore_changes")
+              "ignore_changes", "microbatches")  # microbatches: exact accumulation
 
 
 def _plain(value: Any) -> Any:

@@ -52,6 +52,7 @@ class RunSettings:
   log_every: int = 10
   progress: bool = True
   export_name: str | None = None
+  microbatches: int = 1
 
   def __post_init__(self):
     """Wrong types or ranges are one line before anything is written."""
@@ -62,6 +63,7 @@ class RunSettings:
     positive_int("BATCH_SIZE", self.batch_size)
     positive_int("train.checkpoint_every", self.checkpoint_every)
     positive_int("train.log_every", self.log_every)
+    positive_int("train.microbatches", self.microbatches)
     if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
       raise errors.DoremiError(f"SEED must be an integer >= 0, got {self.seed!r}")
     length = dict(self.task_feature_lengths).get("targets")
@@ -103,6 +105,11 @@ class Trainer:
     if run.batch_size % data_shards:
       raise errors.DoremiError(f"batch size {run.batch_size} does not divide over the mesh's "
                                f"{data_shards} data shards")
+    if run.batch_size % (data_shards * run.microbatches):
+      raise errors.DoremiError(
+          f"train.microbatches={run.microbatches}: batch size {run.batch_size} does not split "
+          f"into {run.microbatches} micro-batches that divide over the mesh's {data_shards} "
+          "data shards (batch size must be a multiple of microbatches x data shards)")
     self.seq_len = int(run.task_feature_lengths["targets"])
     self.prepared_input = training_input.mixture_input(  # None: not prepared data
         self.provider, self.domains, self.seq_len, run.batch_size, run.seed)
@@ -118,7 +125,7 @@ class Trainer:
     self.step_fn = steps.make_train_step(
         run.kind, lm, optimizer, self.mesh, shardings, len(self.domains),
         self.proxy.config if self.proxy else None, rules,
-        reference_shardings=single_shardings.params)
+        reference_shardings=single_shardings.params, microbatches=run.microbatches)
     self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)
     latest = self.checkpointer.latest_step() if run.resume else None
     self.start = latest or 0
@@ -234,9 +241,12 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
           train_steps: int = gin.REQUIRED, kind: str = "plain", batch_size: int = 16,
           seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
           checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
-          export_name: str | None = None, ignore_changes: Sequence[str] = ()
-          ) -> dict[str, Any]:
+          export_name: str | None = None, ignore_changes: Sequence[str] = (),
+          microbatches: int = 1) -> dict[str, Any]:
   """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi).
+
+  ``microbatches``: the global batch is processed in that many micro-batches inside the one
+  jitted step (exact gradient accumulation, for memory; see ``core/steps.py``).
 
   ``ignore_changes`` (``RESUME_IGNORE_CHANGES``): fingerprint entries allowed to differ
   from the run dir's record when resuming or reusing it (``run/fingerprint.py``)."""
@@ -250,7 +260,7 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
                              f"got {task_feature_lengths!r}")
   run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
                     kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
-                    log_every, progress, export_name)
+                    log_every, progress, export_name, microbatches)
   with lock.RunLock(model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
     finished = check_model_dir(model_dir, resume)
     fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(mixture_or_task_name))
