@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo study test test-all lint bench clean-venv
+.PHONY: demo study test test-all lint bench bench-peers clean-venv
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,8 @@ lint: $(STAMP)
 	$(RUFF) check .
 	$(VENV)/bin/shellcheck -x launch/*.sh
 
+# step_time.py also times levanter's DoReMi step and nanodo's train step, side by side with
+# ours, once `make bench-peers` has built their pinned venvs (.bench/peers).
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/sweep.py
@@ -43,6 +45,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/step_overhead.py
 	$(PY) benchmarks/domains_scaling.py
+
+# The peers' venvs (benchmarks/peers/build_envs.sh): levanter and nanodo at pinned commits,
+# their packages from benchmarks/peers/*.lock. Sources: LEVANTER_GIT / NANODO_GIT (git URL
+# or local clone; default GitHub).
+bench-peers:
+	benchmarks/peers/build_envs.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,13 +1,18 @@
-"""Wall time per step of the plain LM step and the DoReMi proxy step, side by side.
+"""Wall time per step: our plain and DoReMi proxy steps against levanter's and nanodo's, measured.
 
-    python benchmarks/step_time.py                  # vocab 50257 and 512 (make bench)
-    python benchmarks/step_time.py --vocab 512 --steps 20 --json /tmp/bench.json
+    python benchmarks/step_time.py                  # vocab 50257 and 512, peers if built
+    python benchmarks/step_time.py --vocab 512 --steps 20 --reps 3 --json /tmp/bench.json
+    python benchmarks/step_time.py --peers          # peers required (one line if not built)
 
-One CPU device; the brief's model (2 layers, d=128, 4 heads x 32, mlp 512, f32) on
-batch 16 x seq 128. Each step function is compiled once (checked), warmed up, then timed
-over ``--steps`` calls with ``jax.block_until_ready``; the median is reported. Peer
-figures are constants from the project brief (measured earlier on the same 2-core CPU
-machine), not measured here.
+One CPU device; the brief's model (2 layers, d=128, 4 heads x 32, mlp 512, f32) on batch
+16 x seq 128. Every contender (our plain step, our proxy step, levanter's DoReMi step,
+nanodo's train step) runs in its own fresh process with the same protocol
+(benchmarks/peers/protocol.py: first call compiles, warm-up, ``--steps`` timed calls up to
+``block_until_ready``, median), one process per contender per repetition, interleaved:
+repetition r runs ours plain, ours proxy, levanter, nanodo, for r in 1..``--reps``, so all
+see the same machine load. The peers run in their own pinned venvs
+(benchmarks/peers/build_envs.sh, ``make bench-peers``); a peer whose venv is missing is
+reported as not measured. Nothing is quoted from elsewhere.
 """
 from __future__ import annotations
 
@@ -17,128 +22,215 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "peers"))
 
 import bench_setup  # noqa: E402
 import jax  # noqa: E402
+import protocol  # noqa: E402  (benchmarks/peers/protocol.py)
 
 from doremi_jax.core import steps  # noqa: E402
 from doremi_jax.core import train_state as ts  # noqa: E402
 
 NUM_DOMAINS = 4
-# Seconds per step, from the project brief (levanter / nanodo on this 2-core CPU machine).
-PEERS = {
-    50257: {"levanter_doremi": 2.10, "levanter_plain": 1.61, "nanodo_plain": 1.92},
-    512: {"levanter_doremi": 0.120, "levanter_plain": 0.098, "nanodo_plain": 0.127},
-}
-TARGETS = {"proxy/plain": 1.3, "proxy/levanter": 0.8}
+PEERS_DIR = os.environ.get("PEERS_DIR", os.path.join(HERE, "..", ".bench", "peers"))
+# contender -> (peer venv or None for ours, harness)
+CONTENDERS = {"ours_plain": (None, None), "ours_proxy": (None, None),
+              "levanter_doremi": ("levanter", "levanter_step.py"),
+              "nanodo_plain": ("nanodo", "nanodo_step.py")}
+# (ratio, numerator, denominator, at most): the issue's targets, at every vocab size.
+TARGETS = [("proxy/levanter", "ours_proxy", "levanter_doremi", 0.7),
+           ("plain/nanodo", "ours_plain", "nanodo_plain", 0.9)]
 
 
-def _time(fn, args_for, n_warmup: int, n_steps: int) -> tuple[float, float, list[float]]:
-  """(first-call seconds incl. compile, median seconds, all timed seconds)."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args_for(0)))
-  first = time.perf_counter() - t0
-  for i in range(1, n_warmup):
-    jax.block_until_ready(fn(*args_for(i)))
-  times = []
-  for i in range(n_steps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args_for(n_warmup + i)))
-    times.append(time.perf_counter() - t0)
-  return first, statistics.median(times), times
-
-
-def bench_vocab(vocab: int, args) -> dict:
+def time_ours(kind: str, vocab: int, args) -> dict:
+  """Times our ``kind`` ("plain" | "proxy") step in this process (protocol.py)."""
   cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied)
-  n = args.warmup + args.steps
-  batches = bench_setup.random_batches(n, args.batch, args.seq, vocab, steps.batch_shardings(mesh),
-                                       NUM_DOMAINS)
-  result = {"vocab": vocab, "num_params": cfg.num_params()}
-  for kind in ("plain", "proxy"):
-    num_domain_state = NUM_DOMAINS if kind == "proxy" else None
-    _, shardings = ts.state_shardings(lm, optimizer, mesh, args.seq, num_domain_state)
-    step = steps.make_train_step(kind, lm, optimizer, mesh, shardings, NUM_DOMAINS,
-                                 steps.DoremiConfig() if kind == "proxy" else None)
-    holder = {"state": ts.init_state(lm, optimizer, mesh, args.seq, 0, num_domain_state)}
-    reference = (ts.init_state(lm, optimizer, mesh, args.seq, 1).params
-                 if kind == "proxy" else None)
+  batches = bench_setup.random_batches(args.warmup + args.steps, args.batch, args.seq, vocab,
+                                       steps.batch_shardings(mesh), NUM_DOMAINS)
+  num_domain_state = NUM_DOMAINS if kind == "proxy" else None
+  _, shardings = ts.state_shardings(lm, optimizer, mesh, args.seq, num_domain_state)
+  step = steps.make_train_step(kind, lm, optimizer, mesh, shardings, NUM_DOMAINS,
+                               steps.DoremiConfig() if kind == "proxy" else None)
+  holder = {"state": ts.init_state(lm, optimizer, mesh, args.seq, 0, num_domain_state)}
+  reference = ts.init_state(lm, optimizer, mesh, args.seq, 1).params if kind == "proxy" else None
 
-    def call(batch, step=step, holder=holder, kind=kind, reference=reference):
-      a = (holder["state"], reference, batch) if kind == "proxy" else (holder["state"], batch)
-      holder["state"], metrics = step(*a)
-      return holder["state"], metrics
+  def call(i):
+    a = (holder["state"], reference, batches[i]) if kind == "proxy" else (holder["state"],
+                                                                          batches[i])
+    holder["state"], metrics = step(*a)
+    return holder["state"], metrics
 
-    first, median, times = _time(call, lambda i: (batches[i],), args.warmup, args.steps)
-    result[kind] = {"median_s": median, "min_s": min(times), "max_s": max(times),
-                    "first_call_s": first, "timed_steps": len(times),
-                    "compiles": step.jitted._cache_size()}  # pylint: disable=protected-access
-    del holder
-  peers = PEERS.get(vocab)
-  plain, proxy = result["plain"]["median_s"], result["proxy"]["median_s"]
-  result["ratios"] = {"proxy/plain": proxy / plain}
-  if peers:
-    result["peers_from_brief_s"] = peers
-    result["ratios"].update({"proxy/levanter": proxy / peers["levanter_doremi"],
-                             "plain/levanter_plain": plain / peers["levanter_plain"],
-                             "plain/nanodo": plain / peers["nanodo_plain"]})
+  result = protocol.time_calls(call, args.warmup, args.steps)
+  result["compiles"] = step.jitted._cache_size()  # pylint: disable=protected-access
+  result["num_params"] = cfg.num_params()
   return result
 
 
-def format_table(results: list[dict]) -> str:
-  lines = [f"{'vocab':>6} {'plain s':>9} {'proxy s':>9} {'proxy/plain':>11} "
-           f"{'proxy/levanter':>14} {'plain/lev-plain':>15} {'plain/nanodo':>12} {'compiles':>8}"]
+def bench_vocab(vocab: int, args) -> dict:
+  """Our two steps timed one after the other in this process (used by input_pipeline.py)."""
+  result = {"vocab": vocab, "plain": time_ours("plain", vocab, args),
+            "proxy": time_ours("proxy", vocab, args)}
+  result["ratios"] = {"proxy/plain": result["proxy"]["median_s"] / result["plain"]["median_s"]}
+  return result
+
+
+def peer_python(peer: str) -> str | None:
+  """The peer venv's python when build_envs.sh finished it (its stamp), else None."""
+  venv = os.path.join(PEERS_DIR, f"{peer}-venv")
+  ok = os.path.exists(os.path.join(venv, ".installed"))
+  return os.path.join(venv, "bin", "python") if ok else None
+
+
+def run_contender(name: str, vocab: int, args) -> dict:
+  """One fresh process timing one contender; its JSON line, or {"error": ...}."""
+  peer, harness = CONTENDERS[name]
+  common = ["--vocab", str(vocab), "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--batch", str(args.batch), "--seq", str(args.seq)]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  if peer is None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name] + common
+    cmd += ["--untied"] if args.untied else []
+  else:
+    cmd = [peer_python(peer), os.path.join(HERE, "peers", harness)] + common
+    env.pop("PYTHONPATH", None)  # the peer's venv only
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+  if proc.returncode or not lines:
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {proc.returncode}: {tail}"}
+  return json.loads(lines[-1])
+
+
+def ratio(runs: dict, num: str, den: str) -> float | None:
+  a, b = runs.get(num), runs.get(den)
+  return a / b if a and b else None
+
+
+def summarize(vocab: int, reps: dict) -> dict:
+  """Per contender: the median over repetitions of each repetition's median."""
+  out = {"vocab": vocab, "contenders": {}, "seconds": {}}
+  for name, runs in reps.items():
+    ok = [r for r in runs if "error" not in r]
+    out["contenders"][name] = runs
+    if ok and len(ok) == len(runs):
+      out["seconds"][name] = statistics.median(r["median_s"] for r in ok)
+  s = out["seconds"]
+  out["ratios"] = {"proxy/plain": ratio(s, "ours_proxy", "ours_plain")}
+  out["targets"] = {}
+  for label, num, den, limit in TARGETS:
+    out["ratios"][label] = r = ratio(s, num, den)
+    out["targets"][label] = {"at_most": limit, "met": None if r is None else r <= limit}
+  return out
+
+
+def format_table(results: list[dict], skipped: dict) -> str:
+  cols = ["ours_plain", "ours_proxy", "levanter_doremi", "nanodo_plain"]
+  heads = ["ours plain s", "ours proxy s", "levanter s", "nanodo s", "proxy/plain",
+           "proxy/lev", "plain/nanodo"]
+  lines = [f"{'vocab':>6} " + " ".join(f"{h:>12}" for h in heads)]
   for r in results:
-    ra = r["ratios"]
-    f = lambda k: f"{ra[k]:.2f}" if k in ra else "-"  # noqa: E731
-    lines.append(f"{r['vocab']:>6} {r['plain']['median_s']:>9.4f} {r['proxy']['median_s']:>9.4f} "
-                 f"{f('proxy/plain'):>11} {f('proxy/levanter'):>14} "
-                 f"{f('plain/levanter_plain'):>15} {f('plain/nanodo'):>12} "
-                 f"{r['plain']['compiles']}/{r['proxy']['compiles']:<6}")
-  lines.append(f"targets: proxy/plain <= {TARGETS['proxy/plain']}, "
-               f"proxy/levanter <= {TARGETS['proxy/levanter']}")
-  lines.append("peer seconds (constants from the project brief, not measured by this script): "
-               + "; ".join(f"vocab {v}: " + ", ".join(f"{k} {s}" for k, s in p.items())
-                           for v, p in PEERS.items()))
+    cells = [f"{r['seconds'][c]:.4f}" if c in r["seconds"] else "-" for c in cols]
+    cells += [f"{r['ratios'][k]:.2f}" if r["ratios"][k] is not None else "-"
+              for k in ("proxy/plain", "proxy/levanter", "plain/nanodo")]
+    lines.append(f"{r['vocab']:>6} " + " ".join(f"{c:>12}" for c in cells))
+  for label, _, den, limit in TARGETS:
+    verdicts = []
+    for r in results:
+      met = r["targets"][label]["met"]
+      why = skipped.get(CONTENDERS[den][0], "failed") if met is None else ""
+      verdicts.append(f"vocab {r['vocab']} " + ("not measured (" + why + ")" if met is None
+                                               else f"{r['ratios'][label]:.2f} "
+                                               + ("pass" if met else "FAIL")))
+    lines.append(f"target {label} <= {limit}: " + "; ".join(verdicts))
+  for r in results:
+    for name, runs in r["contenders"].items():
+      for i, run in enumerate(runs):
+        if "error" in run:
+          lines.append(f"vocab {r['vocab']} {name} repetition {i + 1}: {run['error']}")
   return "\n".join(lines)
+
+
+def worker(args) -> int:
+  kind = args.worker.removeprefix("ours_")
+  result = time_ours(kind, args.vocab[0], args)
+  protocol.emit(dict(result, contender=args.worker, vocab=args.vocab[0],
+                     model=dict(protocol.MODEL, tied=not args.untied, norm="RMSNorm",
+                                positions="rope")))
+  return bench_setup.exit_status([args.worker] if result["compiles"] != 1 else [])
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--vocab", type=int, action="append",
                       help="vocabulary size (repeatable; default 50257 and 512)")
-  parser.add_argument("--steps", type=int, default=10, help="timed steps per function (>= 10)")
+  parser.add_argument("--steps", type=int, default=10, help="timed steps per process (>= 10)")
   parser.add_argument("--warmup", type=int, default=2, help="untimed calls (the 1st compiles)")
-  parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--seq", type=int, default=128)
+  parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
+  parser.add_argument("--batch", type=int, default=protocol.MODEL["batch"])
+  parser.add_argument("--seq", type=int, default=protocol.MODEL["seq"])
+  peers = parser.add_mutually_exclusive_group()
+  peers.add_argument("--peers", action="store_true",
+                     help="time levanter and nanodo (say so when a venv is missing)")
+  peers.add_argument("--no-peers", action="store_true", help="time our two steps only")
   parser.add_argument("--untied", action="store_true",
-                      help="untied output layer (as gin/models/tiny.gin); default tied, as the "
-                      "peers")
+                      help="untied output layer for ours (as gin/models/tiny.gin); default "
+                      "tied, as both peers")
   parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+  parser.add_argument("--worker", choices=["ours_plain", "ours_proxy"], help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.worker:
+    return worker(args)
   if args.steps < 10:
     parser.error("--steps must be >= 10")
   vocabs = args.vocab or [50257, 512]
-  results = [bench_vocab(v, args) for v in vocabs]
-  meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-          "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or ''}",
-          "device": str(jax.devices()[0]), "jax": jax.__version__,
-          "load_average": os.getloadavg(), "batch": args.batch, "seq": args.seq,
-          "tied_embeddings": not args.untied, "steps": args.steps, "warmup": args.warmup}
-  print(f"output layer: {'untied' if args.untied else 'tied'} embeddings, batch {args.batch} x "
-        f"seq {args.seq}, {args.steps} timed steps")
-  print(format_table(results))
-  print(f"{meta['date']}  {meta['machine']}  jax {meta['jax']}  "
-        f"load avg {', '.join(f'{x:.1f}' for x in meta['load_average'])}")
-  bad = [f"vocab {r['vocab']}" for r in results for k in ("plain", "proxy")
-         if r[k]["compiles"] != 1]
+  names, skipped = ["ours_plain", "ours_proxy"], {}
+  for name in ("levanter_doremi", "nanodo_plain"):
+    peer = CONTENDERS[name][0]
+    if args.no_peers:
+      skipped[peer] = "--no-peers"
+    elif peer_python(peer):
+      names.append(name)
+    else:
+      skipped[peer] = f"no venv in {os.path.normpath(PEERS_DIR)}: make bench-peers"
+      if args.peers:
+        print(f"{peer} not measured: its venv is not built; run `make bench-peers` "
+              f"(benchmarks/peers/build_envs.sh, see benchmarks/README.md)", file=sys.stderr)
+  load = [os.getloadavg()]
+  reps = {v: {n: [] for n in names} for v in vocabs}
+  for rep in range(args.reps):
+    for vocab in vocabs:
+      for name in names:
+        run = run_contender(name, vocab, args)
+        reps[vocab][name].append(run)
+        t = f"{run['median_s']:.4f} s" if "error" not in run else run["error"]
+        print(f"rep {rep + 1} vocab {vocab} {name}: {t}", file=sys.stderr, flush=True)
+    load.append(os.getloadavg())
+  results = [summarize(v, reps[v]) for v in vocabs]
+  meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "machine": f"{platform.machine()} {os.cpu_count()} CPUs {platform.processor()}",
+          "jax_ours": jax.__version__, "load_average": load,
+          "command": " ".join(["benchmarks/step_time.py"] + (argv or sys.argv[1:])),
+          "batch": args.batch, "seq": args.seq, "tied_embeddings_ours": not args.untied,
+          "steps": args.steps, "warmup": args.warmup, "reps": args.reps}
+  print(f"one CPU device, batch {args.batch} x seq {args.seq}, f32; each contender in its own "
+        f"process, {args.reps} interleaved repetitions x {args.steps} timed steps, median of "
+        f"the repetitions' medians; ours {'untied' if args.untied else 'tied'}")
+  print(format_table(results, skipped))
+  print(f"{meta['date']}  {meta['machine']}  jax {meta['jax_ours']} (ours)  load avg "
+        + " -> ".join("/".join(f"{x:.1f}" for x in la) for la in load))
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"meta": meta, "results": results}, f, indent=2)
-  return bench_setup.exit_status(bad)
+  recompiled = [f"{n} vocab {r['vocab']}" for r in results for n in ("ours_plain", "ours_proxy")
+                for run in r["contenders"][n] if run.get("compiles", 1) != 1]
+  failed = any("error" in run for r in results for runs in r["contenders"].values()
+               for run in runs)
+  return bench_setup.exit_status(recompiled) or int(failed)
 
 
 if __name__ == "__main__":
