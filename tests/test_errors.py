@@ -217,6 +217,7 @@ def test_one_line_error(ctx, case, capsys):
   assert len(lines) == 1 and lines[0].startswith("error: "), err
   assert _pattern(_catalogue()[case]).match(lines[0][len("error: "):]), (lines[0], case)
   assert _snapshot(ctx / "done") == before  # the finished run is untouched
+  assert not (ctx / "done" / lock.LOCK_FILE).exists()  # and no lock is left behind
 
 
 def test_catalogue_matches_the_cases(tmp_path):
