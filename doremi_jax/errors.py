@@ -56,20 +56,25 @@ _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _storage_line(exc: OSError) -> str | None:
+def _storage_line(exc: BaseException) -> str | None:
   """A full disk, a quota or a read-only place as one line naming the file (None for other
-  OS errors, which are bugs until shown otherwise). Writes that replace a file go through
-  ``storage.write_atomic``, so what was written before is as it was."""
-  while exc.errno is None and isinstance(exc.__context__, OSError):
-    exc = exc.__context__  # gin re-raises a proxy without errno; the original is the context
-  where = repr(exc.filename) if exc.filename else "a file"
+  errors, which are bugs until shown otherwise). The OS error may be the cause or context
+  of the one raised: gin re-raises a proxy without ``errno``, Beam a RuntimeError. Writes
+  that replace a file go through ``storage.write_atomic``, so what was there stays."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM + _NOT_WRITABLE:
+      break
+    exc = exc.__cause__ or exc.__context__
+  else:
+    return None
+  target = exc.filename2 or exc.filename  # a copy or rename fails writing its target
+  where = repr(target) if target else "a file"
   if exc.errno in _NO_ROOM:
     return (f"no room to write {where}: {exc.strerror}; free space (or raise the quota) and "
-            "run the command again (training continues from its last checkpoint with "
-            "--gin.RESUME=True)")
-  if exc.errno in _NOT_WRITABLE:
-    return f"cannot write {where}: {exc.strerror}; fix the permissions or write elsewhere"
-  return None
+            "run the command again")
+  return f"cannot write {where}: {exc.strerror}; fix the permissions or write elsewhere"
 
 
 def _silence_stderr() -> None:
@@ -102,7 +107,7 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | N
       sys.exit(exc.exit_code)
     except (DoremiError, FileNotFoundError) as exc:
       _exit_with(_one_line(exc))
-    except OSError as exc:
+    except Exception as exc:  # pylint: disable=broad-except  (see _storage_line)
       line = _storage_line(exc)
       if line is None:
         raise

@@ -3,6 +3,7 @@ message, exit code 2, no traceback, and nothing already written changed."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import re
@@ -220,6 +221,7 @@ def test_one_line_error(ctx, case, capsys):
   assert len(lines) == 1 and lines[0].startswith("error: "), err
   assert _pattern(_catalogue()[case]).match(lines[0][len("error: "):]), (lines[0], case)
   assert _snapshot(ctx / "done") == before  # the finished run is untouched
+  assert not (ctx / "done" / lock.LOCK_FILE).exists()  # and no lock is left behind
 
 
 def test_catalogue_matches_the_cases(tmp_path):
@@ -268,6 +270,18 @@ def test_a_full_disk_anywhere_is_one_line_and_keeps_the_old_file(tmp_path, capsy
   assert exit_info.value.code == 2 and len(lines) == 1, lines
   assert lines[0].startswith(f"error: no room to write '{summary}': File too large"), lines
   assert summary.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [summary.name]
+
+  def beam_step():  # Beam re-raises a worker's OSError as a RuntimeError, the OSError its context
+    try:
+      raise OSError(errno.EROFS, "Read-only file system", "/tmp/shard", None, "/out/shard")
+    except OSError as exc:
+      raise RuntimeError(f"OSError: {exc} [while running 'PackShards']") from None
+
+  with pytest.raises(SystemExit):
+    errors.exit_on_user_error(beam_step)()
+  assert capsys.readouterr().err.splitlines() == [
+      "error: cannot write '/out/shard': Read-only file system; fix the permissions or write "
+      "elsewhere"]
 
 
 def _checkpoint_steps(model_dir: Path) -> list[int]:
