@@ -34,7 +34,8 @@ BACKEND_NOTE = {
     "cpu": "XLA's CPU compiler on simulated host devices: layouts, fusion and bf16 handling "
            "differ from TPU/GPU (CPU often computes bf16 in f32), so temporaries are an "
            "estimate; the state rows are exact",
-    "tpu": "the TPU compiler (libtpu, compile-only devices): the numbers a TPU run gets",
+    "tpu": "the TPU compiler (libtpu, compile-only devices): the numbers a TPU run gets "
+           "(its argument bytes include TPU layout padding of small arrays)",
 }
 
 
@@ -101,15 +102,8 @@ def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = 
   result.update(settings, topology=topo.name, backend=topo.backend,
                 device_kind=str(devices[0].device_kind), backend_note=BACKEND_NOTE[topo.backend],
                 num_domains=num_domains, compiler_refused=refused,
-                fits={name: _verdict(total, gib, refused) for name, gib in budgets.items()})
+                fits={name: memory.verdict(total, gib, refused) for name, gib in budgets.items()})
   return result
-
-
-def _verdict(total: int | None, gib: float, refused: str | None) -> dict[str, Any]:
-  if total is None:  # refused by the topology's own compiler: no total to compare
-    return {"memory_gib": gib, "fits": False, "used_fraction": None, "reason": refused}
-  return {"memory_gib": gib, "fits": memory.fits(total, gib * topology.GIB),
-          "used_fraction": total / (gib * topology.GIB)}
 
 
 def report(r: dict[str, Any]) -> str:

@@ -98,6 +98,7 @@ def test_topology_names(name, devices, libtpu_name):
 
 def test_a_refused_compile_fits_nothing():
   """A TPU compiler that runs out of HBM gives no total: the verdict is no, with its reason."""
-  from doremi_jax import compile_check  # pylint: disable=g-import-not-at-top
-  verdict = compile_check._verdict(None, 32, "RESOURCE_EXHAUSTED: Ran out of memory on HBM")
+  from doremi_jax.run import memory  # pylint: disable=g-import-not-at-top
+  verdict = memory.verdict(None, 32, "RESOURCE_EXHAUSTED: Ran out of memory on HBM")
   assert verdict["fits"] is False and verdict["reason"].startswith("RESOURCE_EXHAUSTED")
+  assert memory.verdict(2 * 1024 ** 3, 4)["used_fraction"] == 0.5

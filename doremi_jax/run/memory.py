@@ -17,6 +17,8 @@ from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 
+GIB = 1024 ** 3
+
 
 def shard_bytes(tree: Any) -> int:
   """Bytes one device holds of a tree of sharded abstract arrays (``sharding.shard_shape``;
@@ -123,5 +125,11 @@ def measure(step: AbstractStep, compiled) -> dict[str, Any]:
           "per_device": per_device, "global": whole, "compiler": compiler}
 
 
-def fits(total_bytes: int, budget_bytes: float) -> bool:
-  return total_bytes <= budget_bytes
+def verdict(total_bytes: int | None, budget_gib: float, refused: str | None = None
+            ) -> dict[str, Any]:
+  """Whether ``total_bytes`` fits ``budget_gib``; a compile the device's own compiler
+  refused (``refused``: its message) has no total and fits nothing."""
+  if total_bytes is None:
+    return {"memory_gib": budget_gib, "fits": False, "used_fraction": None, "reason": refused}
+  return {"memory_gib": budget_gib, "fits": total_bytes <= budget_gib * GIB,
+          "used_fraction": total_bytes / (budget_gib * GIB)}

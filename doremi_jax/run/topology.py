@@ -15,8 +15,6 @@ import re
 
 from doremi_jax import errors
 
-GIB = 1024 ** 3
-
 # High-bandwidth memory per JAX device, from the vendors' spec sheets (v4 and v5p chips
 # are one "megacore" device each).
 DEVICE_MEMORY_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32, "H100": 80}
