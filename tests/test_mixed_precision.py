@@ -40,6 +40,7 @@ def test_bad_switches_are_one_line_errors(field, value):
 
 def test_remat_true_still_means_nothing_saveable():
   assert model_lib.TransformerConfig(remat=True).block_remat_policy() == "nothing_saveable"
+  assert model_lib.TransformerConfig().block_remat_policy() == "none"
   assert model_lib.TransformerConfig(remat=True, remat_policy="dots_saveable"
                                      ).block_remat_policy() == "dots_saveable"
 

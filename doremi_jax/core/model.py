@@ -43,8 +43,9 @@ class TransformerConfig:
   param_dtype: str = "float32"  # params (and so optimizer state) stay float32 under bf16
   rope_max_wavelength: float = 10_000.0
   # What a block keeps for its backward pass: a REMAT_POLICIES name ("none": everything,
-  # no recomputation). ``remat = True`` (older gin files) means "nothing_saveable".
-  remat_policy: str = "none"
+  # no recomputation). None (the default, so older runs' fingerprints still match) follows
+  # ``remat``: True means "nothing_saveable" (older gin files), False "none".
+  remat_policy: str | None = None
   remat: bool = False
   attention_implementation: str | None = None  # None lets jax choose; "xla" or "cudnn"
   # Forward-only token losses (reference model, evaluation) build the logits in sequence
@@ -57,7 +58,7 @@ class TransformerConfig:
       raise errors.DoremiError(
           f"TransformerConfig.attention_implementation={self.attention_implementation!r} is "
           f"not one of {ATTENTION_IMPLEMENTATIONS}")
-    if self.remat_policy not in REMAT_POLICIES:
+    if self.remat_policy is not None and self.remat_policy not in REMAT_POLICIES:
       raise errors.DoremiError(f"TransformerConfig.remat_policy={self.remat_policy!r} is not "
                                f"one of {REMAT_POLICIES}")
     for name in ("dtype", "param_dtype"):
@@ -66,8 +67,10 @@ class TransformerConfig:
                                  "one of ('float32', 'bfloat16', 'float16')")
 
   def block_remat_policy(self) -> str:
-    """The effective policy: ``remat_policy``, or "nothing_saveable" for ``remat = True``."""
-    return "nothing_saveable" if self.remat and self.remat_policy == "none" else self.remat_policy
+    """The effective policy: ``remat_policy``, else "nothing_saveable" if ``remat``."""
+    if self.remat_policy is not None:
+      return self.remat_policy
+    return "nothing_saveable" if self.remat else "none"
 
   def num_params(self) -> int:
     per_layer = (4 * self.emb_dim * self.num_heads * self.head_dim
