@@ -48,6 +48,11 @@ class TransformerConfig:
   remat_policy: str | None = None
   remat: bool = False
   attention_implementation: str | None = None  # None lets jax choose; "xla" or "cudnn"
+  # One block's code run num_layers times (``nn.scan``, params stacked on a leading "layers"
+  # axis) instead of num_layers copies: compile time and compiler memory stop growing with
+  # depth, and each layer's recomputation stays inside its loop iteration, so remat holds
+  # on every backend (XLA:CPU hoists unrolled recomputations and keeps them all alive).
+  scan_layers: bool = False
   # Forward-only token losses (reference model, evaluation) build the logits in sequence
   # chunks of at most this many elements (0: never chunk); see ``chunked_token_xent``.
   logits_chunk_elements: int = 8 * 1024 * 1024
@@ -191,6 +196,24 @@ class Block(nn.Module):
     return _constrain(x, ("batch", "length", "embed"))
 
 
+def _block_class(cfg: TransformerConfig, scanned: bool):
+  """``Block``, rematerialised with ``cfg``'s policy. Inside a scan no CSE can merge the
+  recomputation with the forward pass, so jax's CSE barrier is left out there (cheaper)."""
+  policy = cfg.block_remat_policy()
+  if policy == "none":
+    return Block
+  return nn.remat(Block, policy=getattr(jax.checkpoint_policies, policy), prevent_cse=not scanned)
+
+
+class _ScanStep(nn.Module):
+  """One block as an ``nn.scan`` body: ``(x, positions) -> (x, None)``."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, None]:
+    return _block_class(self.cfg, scanned=True)(self.cfg, name="block")(x, positions), None
+
+
 class _OutputKernel(nn.Module):
   """The untied output layer's ``[embed, vocab]`` kernel (same parameter path as ``nn.Dense``)."""
   cfg: TransformerConfig
@@ -277,11 +300,14 @@ class TransformerLM(nn.Module):
     self.token_embedder = nn.Embed(
         cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype, param_dtype=jnp.dtype(cfg.param_dtype),
         embedding_init=_param(Init.normal(stddev=1.0), ("vocab", "embed")))
-    policy = cfg.block_remat_policy()
-    block_cls = (Block if policy == "none"
-                 else nn.remat(Block, policy=getattr(jax.checkpoint_policies, policy)))
-    for i in range(cfg.num_layers):
-      setattr(self, f"layer_{i}", block_cls(cfg))
+    if cfg.scan_layers:
+      self.layers = nn.scan(_ScanStep, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=(nn.broadcast,), length=cfg.num_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+    else:
+      block_cls = _block_class(cfg, scanned=False)
+      for i in range(cfg.num_layers):
+        setattr(self, f"layer_{i}", block_cls(cfg))
     self.final_norm = RMSNorm(cfg)
     if not cfg.tied_embeddings:
       self.logits_dense = _OutputKernel(cfg)
@@ -294,8 +320,11 @@ class TransformerLM(nn.Module):
     table = _constrain(self.token_embedder.embedding, ("vocab", None)).astype(self.cfg.dtype)
     x = _constrain(jnp.take(table, inputs, axis=0), ("batch", "length", "embed"))
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
-    for i in range(self.cfg.num_layers):
-      x = getattr(self, f"layer_{i}")(x, positions)
+    if self.cfg.scan_layers:
+      x, _ = self.layers(x, positions)
+    else:
+      for i in range(self.cfg.num_layers):
+        x = getattr(self, f"layer_{i}")(x, positions)
     return self.final_norm(x)
 
   def output_weights(self) -> jax.Array:

@@ -29,6 +29,7 @@ STANDARD_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "model"),
     ("kv", None),
     ("domains", None),
+    ("layers", None),    # the stacked blocks of a scanned model (TransformerConfig.scan_layers)
     ("proxies", None),   # the stacked proxies of a DoReMi sweep (replicated)
 )
 
