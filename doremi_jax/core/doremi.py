@@ -175,8 +175,7 @@ def weighted_proxy_loss(token_loss: Array, domain_ids: Array, loss_mask: Array,
   over unmasked tokens, so a domain's pull also scales with its token count in the batch.
   """
   weights = jnp.asarray(domain_weights)
-  _, counts = _segment_mean(jnp.zeros(jnp.shape(token_loss), jnp.float32), domain_ids,
-                            loss_mask, weights.shape[-1])
+  _, counts = _segment_mean(token_loss, domain_ids, loss_mask, weights.shape[-1])  # counts
   return coefficient_loss(token_loss, domain_ids, loss_mask,
                           loss_coefficients(weights, counts, objective))
 
