@@ -15,7 +15,7 @@ LAYERS = (
     ("doremi_jax.mixture_files",),
     ("doremi_jax.run", "doremi_jax.tasks"),
     ("doremi_jax.train", "doremi_jax.evaluate", "doremi_jax.pipeline", "doremi_jax.corpus",
-     "doremi_jax.export"),
+     "doremi_jax.export", "doremi_jax.compile_check"),
 )
 
 

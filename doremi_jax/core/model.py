@@ -14,9 +14,9 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-import optax
 
 from doremi_jax import errors
+from doremi_jax.core.xent import chunked_token_xent, output_logits, token_xent
 
 Init = nn.initializers
 ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")  # jax.nn.dot_product_attention's choices
@@ -224,66 +224,6 @@ class _OutputKernel(nn.Module):
     init = Init.zeros if cfg.zero_init_logits else Init.lecun_normal()
     return self.param("kernel", _param(init, ("embed", "vocab")), (cfg.emb_dim, cfg.vocab_size),
                       jnp.dtype(cfg.param_dtype))
-
-
-def output_logits(cfg: TransformerConfig, hidden: jax.Array, weights: jax.Array) -> jax.Array:
-  """float32 logits ``[..., vocab]`` from final hidden states and ``output_weights``.
-
-  Tied: ``weights`` is the ``[vocab, embed]`` embedding and the *activations* are scaled
-  by ``1/sqrt(emb_dim)`` (not the ``[tokens, vocab]`` logits). Untied: ``[embed, vocab]``.
-  The matmul runs on 2-D ``[tokens, embed]`` activations: with 3-D ones XLA:CPU's
-  backward of the untied ``[embed, vocab]`` kernel transposes the whole
-  ``[tokens, vocab]`` gradient first (2.4x slower output layer at vocab 50257).
-  """
-  lead = hidden.shape[:-1]
-  x = hidden.reshape(-1, hidden.shape[-1]).astype(cfg.dtype)
-  weights = weights.astype(cfg.dtype)
-  if cfg.tied_embeddings:
-    logits = jnp.dot(x / jnp.sqrt(cfg.emb_dim).astype(x.dtype), weights.T)
-  else:
-    logits = jnp.dot(x, weights)
-  return logits.astype(jnp.float32).reshape(*lead, -1)
-
-
-def token_xent(cfg: TransformerConfig, hidden: jax.Array, weights: jax.Array,
-               targets: jax.Array) -> jax.Array:
-  """Per-token cross-entropy ``[batch, length]`` from final hidden states (no chunking)."""
-  logits = _constrain(output_logits(cfg, hidden, weights), ("batch", "length", "vocab"))
-  return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-
-
-def _length_chunk(batch: int, length: int, vocab: int, max_elements: int) -> int:
-  """Largest divisor ``c`` of ``length`` with ``batch * c * vocab <= max_elements`` (>= 1)."""
-  fits = [c for c in range(1, length + 1)
-          if length % c == 0 and batch * c * vocab <= max_elements]
-  return max(fits, default=1)
-
-
-def chunked_token_xent(cfg: TransformerConfig, hidden: jax.Array, weights: jax.Array,
-                       targets: jax.Array, max_elements: int | None = None) -> jax.Array:
-  """``token_xent`` computed over sequence chunks, never materialising all the logits.
-
-  The ``[batch, length, vocab]`` logits are built ``[batch, chunk, vocab]`` at a time
-  (at most ``max_elements``, default ``cfg.logits_chunk_elements``) inside a
-  ``lax.map``, so each chunk's matmul output and softmax stay in cache; chunks run over
-  the sequence axis so every chunk keeps the full (sharded) batch. Each chunk is
-  rematerialised, so this is differentiable without keeping per-chunk logits, but it is
-  meant for forward-only losses (the frozen reference model, evaluation): for a training
-  step the unchunked ``token_xent`` is faster on CPU.
-  """
-  max_elements = cfg.logits_chunk_elements if max_elements is None else max_elements
-  batch, length = targets.shape
-  chunk = _length_chunk(batch, length, cfg.vocab_size, max_elements) if max_elements else length
-  if chunk == length:
-    return token_xent(cfg, hidden, weights, targets)
-  n = length // chunk
-
-  def split(a):  # [batch, length, ...] -> [n, batch, chunk, ...]
-    return jnp.swapaxes(a.reshape(batch, n, chunk, *a.shape[2:]), 0, 1)
-
-  one = jax.checkpoint(lambda a: token_xent(cfg, a[0], weights, a[1]))
-  losses = jax.lax.map(one, (split(hidden), split(targets)))  # [n, batch, chunk]
-  return jnp.swapaxes(losses, 0, 1).reshape(batch, length)
 
 
 class TransformerLM(nn.Module):

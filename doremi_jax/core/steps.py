@@ -91,7 +91,7 @@ def token_losses(model: nn.Module, params: Any, batch: Batch, chunked: bool = Fa
   """Per-token cross-entropy ``[batch, length]`` (masking happens in the reductions).
 
   ``chunked=True`` never materialises the whole ``[batch, length, vocab]`` logits (see
-  ``model.chunked_token_xent``): for forward-only losses (reference model, evaluation).
+  ``xent.chunked_token_xent``): for forward-only losses (reference model, evaluation).
   """
   return model.apply({"params": params}, batch["inputs"], batch["targets"], chunked,
                      method="token_losses")
