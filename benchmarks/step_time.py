@@ -148,6 +148,10 @@ def format_table(results: list[dict], skipped: dict) -> str:
                                                + ("pass" if met else "FAIL")))
     lines.append(f"target {label} <= {limit}: " + "; ".join(verdicts))
   for r in results:
+    lines.append(f"vocab {r['vocab']} repetitions' medians (s): " + "; ".join(
+        f"{name} " + " ".join(f"{run['median_s']:.4f}" if "error" not in run else "failed"
+                              for run in runs) for name, runs in r["contenders"].items()))
+  for r in results:
     for name, runs in r["contenders"].items():
       for i, run in enumerate(runs):
         if "error" in run:

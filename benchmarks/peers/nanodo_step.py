@@ -37,7 +37,7 @@ def main() -> None:
   c.batch_size = args.batch
   c.model.update(D=m["d_model"], H=m["heads"], L=args.seq, N=m["layers"], F=m["mlp"],
                  dtype=m["dtype"])
-  c.opt.update(num_train_steps=10_000, peak_learning_rate=3e-3, init_learning_rate=0.0,
+  c.opt.update(num_train_steps=10_000, peak_learning_rate=3e-3, init_learning_rate=0.0, b2=0.95,
                final_learning_rate=3e-4, warmup_steps=50, weight_decay=0.01,
                clip_by_global_norm=1.0)
   mesh = Mesh(mesh_utils.create_device_mesh((1,), devices=jax.devices()[:1]), ("data",))
