@@ -72,8 +72,12 @@ def _settings() -> dict[str, Any]:
     raise errors.DoremiError("missing required gin value: VOCAB_SIZE (pass --gin.VOCAB_SIZE=...)")
   # The schedule's length changes no shape; any positive step count compiles the same step.
   steps = _bound("train.train_steps", 1)
+  microbatches = _bound("train.microbatches", 1)
+  if not isinstance(microbatches, int) or microbatches < 1:
+    raise errors.DoremiError(f"train.microbatches must be an integer >= 1, got {microbatches!r}")
   return {"kind": kind, "batch_size": batch, "sequence_length": lengths["targets"],
-          "train_steps": steps if isinstance(steps, int) and steps > 0 else 1}
+          "train_steps": steps if isinstance(steps, int) and steps > 0 else 1,
+          "microbatches": microbatches}
 
 
 def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = None
@@ -83,11 +87,14 @@ def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = 
   devices = topology.devices(topo)
   mesh = memory.partitioning.make_mesh(devices=devices)
   data_shards = memory.partitioning.batch_size_divisor(mesh)
-  if settings["batch_size"] % data_shards:
-    raise errors.DoremiError(f"batch size {settings['batch_size']} does not divide over the "
-                             f"mesh's {data_shards} data shards (make_mesh.mesh_shape)")
+  if settings["batch_size"] % (data_shards * settings["microbatches"]):
+    raise errors.DoremiError(
+        f"batch size {settings['batch_size']} does not divide into {settings['microbatches']} "
+        f"micro-batch(es) over the mesh's {data_shards} data shards (make_mesh.mesh_shape, "
+        "train.microbatches)")
   step = memory.build_step(settings["kind"], mesh, settings["batch_size"],
-                           settings["sequence_length"], num_domains, settings["train_steps"])
+                           settings["sequence_length"], num_domains, settings["train_steps"],
+                           microbatches=settings["microbatches"])
   try:
     compiled, refused = memory.compile_step(step), None
   except memory.OutOfMemory as exc:  # a TPU compiler checks its device's memory itself
@@ -108,8 +115,9 @@ def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = 
 
 def report(r: dict[str, Any]) -> str:
   mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
+  micro = f" in {r['microbatches']} micro-batches" if r["microbatches"] > 1 else ""
   lines = [f"{r['kind']} step, {r['num_parameters']:,} parameters, batch {r['batch_size']} x "
-           f"{r['sequence_length']}, {r['num_devices']} devices ({r['topology']}, mesh {mesh})",
+           f"{r['sequence_length']}{micro}, {r['num_devices']} devices ({r['topology']}, mesh {mesh})",
            f"numbers from: {r['backend_note']}", "",
            f"{'per device':<34}{'MiB':>12}"]
   for key, label in ROWS:

@@ -31,21 +31,27 @@ def runs(tmp_path_factory):
   argvs = [["--topology=cpu:0", *TINY], ["--topology=v5p-300", *TINY],
            ["--topology=cpu:8", "--gin_file=runs/main.gin", *TINY, f"--json={out}/plain.json"],
            ["--topology=cpu:8", "--gin_file=runs/proxy.gin", *TINY, f"--json={out}/proxy.json",
-            "--device_gib=0.001"]]
+            "--device_gib=0.001"],
+           ["--topology=cpu:8", "--gin_file=runs/proxy.gin", *TINY, "--gin.train.microbatches=2",
+            f"--json={out}/proxy_m2.json"],
+           ["--topology=cpu:8", "--gin_file=runs/proxy.gin", *TINY, "--gin.train.microbatches=3"]]
   proc = subprocess.run([sys.executable, "-c", DRIVER, repr(argvs)], cwd=ROOT,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc, {k: json.loads((out / f"{k}.json").read_text()) for k in ("plain", "proxy")}
+  return proc, {k: json.loads((out / f"{k}.json").read_text())
+                for k in ("plain", "proxy", "proxy_m2")}
 
 
 def test_bad_topology_is_one_line(runs):
   proc, _ = runs
-  assert proc.stdout.count("exit 2") == 2
+  assert proc.stdout.count("exit 2") == 3
   errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
   assert errors == [
       "error: unknown topology 'cpu:0': use cpu:N (N simulated devices) or a TPU slice such "
       "as v5p-256, v4-64, v5e-256, v6e-64",
-      "error: topology 'v5p-300': only power-of-two slices from v5p-8 up are known here"]
+      "error: topology 'v5p-300': only power-of-two slices from v5p-8 up are known here",
+      "error: batch size 16 does not divide into 3 micro-batch(es) over the mesh's 8 data "
+      "shards (make_mesh.mesh_shape, train.microbatches)"]
   assert "Traceback" not in proc.stderr
 
 
@@ -58,6 +64,14 @@ def test_per_device_bytes_are_the_shards(runs):
     assert per["parameters"] * 8 == whole["parameters"] == 4 * result["num_parameters"]
     # The compiler's argument bytes are exactly the inputs' shards (CPU pads nothing).
     assert result["compiler"]["arguments"] == sum(per.values())
+
+
+def test_microbatches_reach_the_compiled_step(runs):
+  _, r = runs
+  assert r["proxy_m2"]["microbatches"] == 2 and r["proxy"]["microbatches"] == 1
+  # The same state, a different program: the micro-batched step scans over half batches.
+  assert r["proxy_m2"]["per_device"] == r["proxy"]["per_device"]
+  assert r["proxy_m2"]["compiler"]["temporaries"] != r["proxy"]["compiler"]["temporaries"]
 
 
 def test_proxy_reference_is_frozen_params_only(runs):

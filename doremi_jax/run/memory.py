@@ -59,8 +59,8 @@ def abstract_batch(mesh, batch_size: int, seq_len: int, rules=None) -> dict[str,
 
 
 def build_step(kind: str, mesh, batch_size: int, seq_len: int, num_domains: int,
-               train_steps: int, rules=None, model_config: model_lib.TransformerConfig | None = None
-               ) -> AbstractStep:
+               train_steps: int, rules=None, model_config: model_lib.TransformerConfig | None = None,
+               microbatches: int = 1) -> AbstractStep:
   """The step a run of ``kind`` builds (gin-configured model unless ``model_config`` is
   given, optimizer and DoReMi settings, as ``run/trainer.py`` does), with abstract
   arguments instead of arrays."""
@@ -76,7 +76,8 @@ def build_step(kind: str, mesh, batch_size: int, seq_len: int, num_domains: int,
   if proxy and count > 1:
     state, state_sh = ts.stack_proxies(single, single_sh, count, mesh, rules)
   step = steps.make_train_step(kind, lm, optimizer, mesh, state_sh, num_domains,
-                               doremi_config, rules, reference_shardings=single_sh.params)
+                               doremi_config, rules, reference_shardings=single_sh.params,
+                               microbatches=microbatches)
   batch = abstract_batch(mesh, batch_size, seq_len, rules)
   reference = single.params if proxy else None
   args = (state, reference, batch) if proxy else (state, batch)
