@@ -117,7 +117,8 @@ def report(r: dict[str, Any]) -> str:
   mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
   micro = f" in {r['microbatches']} micro-batches" if r["microbatches"] > 1 else ""
   lines = [f"{r['kind']} step, {r['num_parameters']:,} parameters, batch {r['batch_size']} x "
-           f"{r['sequence_length']}{micro}, {r['num_devices']} devices ({r['topology']}, mesh {mesh})",
+           f"{r['sequence_length']}{micro}, {r['num_devices']} devices "
+           f"({r['topology']}, mesh {mesh})",
            f"numbers from: {r['backend_note']}", "",
            f"{'per device':<34}{'MiB':>12}"]
   for key, label in ROWS:

@@ -59,7 +59,8 @@ def abstract_batch(mesh, batch_size: int, seq_len: int, rules=None) -> dict[str,
 
 
 def build_step(kind: str, mesh, batch_size: int, seq_len: int, num_domains: int,
-               train_steps: int, rules=None, model_config: model_lib.TransformerConfig | None = None,
+               train_steps: int, rules=None,
+               model_config: model_lib.TransformerConfig | None = None,
                microbatches: int = 1) -> AbstractStep:
   """The step a run of ``kind`` builds (gin-configured model unless ``model_config`` is
   given, optimizer and DoReMi settings, as ``run/trainer.py`` does), with abstract
