@@ -32,6 +32,7 @@ NOT_RUN = {
     "python -m doremi_jax.export WEIGHTS.json": "tests/test_export.py runs the export CLI",
     "python -m doremi_jax.compile_check":
         "minutes each at these sizes; tests/test_compile_check.py runs it on 8 devices",
+    "python benchmarks/pod_fit.py": "the compile checks above, ~15 minutes with libtpu",
     "python -m doremi_jax.pipeline --gin_file=experiments/demo.gin": "make demo",
     "doremi-pipeline --gin_file=experiments/synthetic.gin":
         "the console script of the pipeline command run here; test_wheel runs console scripts",
