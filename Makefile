@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/step_overhead.py
 	$(PY) benchmarks/domains_scaling.py
+	$(PY) benchmarks/pod_fit.py
 
 # The peers' venvs (benchmarks/peers/build_envs.sh): levanter and nanodo at pinned commits,
 # their packages from benchmarks/peers/*.lock. Sources: LEVANTER_GIT / NANODO_GIT (git URL

@@ -46,14 +46,28 @@ def _bound(key: str, default: Any) -> Any:
     value = gin.query_parameter(key)
   except ValueError:
     return default
+  value = _resolve(value)
+  return default if value is gin.REQUIRED or value is _UNRESOLVED else value
+
+
+_UNRESOLVED = object()
+
+
+def _resolve(value: Any) -> Any:
+  """``value`` with macros and constants replaced by what they stand for, also inside
+  dicts and lists (``TASK_FEATURE_LENGTHS = {"targets": %SEQUENCE_LENGTH}``)."""
   while isinstance(value, gin.config.ConfigurableReference):
     if value.selector == "gin.macro":
       value = gin.query_parameter("%" + "/".join(value.scopes))
     elif value.selector == "gin.constant":
       value = value.scoped_configurable_fn()
     else:
-      return default
-  return default if value is gin.REQUIRED else value
+      return _UNRESOLVED
+  if isinstance(value, dict):
+    return {k: _resolve(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return type(value)(_resolve(v) for v in value)
+  return value
 
 
 def _settings() -> dict[str, Any]:

@@ -33,6 +33,7 @@ def runs(tmp_path_factory):
            ["--topology=cpu:8", "--gin_file=runs/proxy.gin", *TINY, f"--json={out}/proxy.json",
             "--device_gib=0.001"],
            ["--topology=cpu:8", "--gin_file=runs/proxy.gin", *TINY, "--gin.train.microbatches=2",
+            "--gin.LENGTH=64", "--gin.TASK_FEATURE_LENGTHS={'targets': %LENGTH}",
             f"--json={out}/proxy_m2.json"],
            ["--topology=cpu:8", "--gin_file=runs/proxy.gin", *TINY, "--gin.train.microbatches=3"]]
   proc = subprocess.run([sys.executable, "-c", DRIVER, repr(argvs)], cwd=ROOT,
@@ -69,6 +70,7 @@ def test_per_device_bytes_are_the_shards(runs):
 def test_microbatches_reach_the_compiled_step(runs):
   _, r = runs
   assert r["proxy_m2"]["microbatches"] == 2 and r["proxy"]["microbatches"] == 1
+  assert r["proxy_m2"]["sequence_length"] == 64  # a macro inside the lengths dict resolved
   # The same state, a different program: the micro-batched step scans over half batches.
   assert r["proxy_m2"]["per_device"] == r["proxy"]["per_device"]
   assert r["proxy_m2"]["compiler"]["temporaries"] != r["proxy"]["compiler"]["temporaries"]
