@@ -18,8 +18,6 @@ import json
 import sys
 from typing import Any, Sequence
 
-import gin
-
 from doremi_jax import errors
 from doremi_jax.data import pile
 
@@ -39,54 +37,23 @@ BACKEND_NOTE = {
 }
 
 
-def _bound(key: str, default: Any) -> Any:
-  """The value gin would pass for ``key`` (following macros), or ``default`` if unbound or
-  still ``%gin.REQUIRED``."""
-  try:
-    value = gin.query_parameter(key)
-  except ValueError:
-    return default
-  value = _resolve(value)
-  return default if value is gin.REQUIRED or value is _UNRESOLVED else value
-
-
-_UNRESOLVED = object()
-
-
-def _resolve(value: Any) -> Any:
-  """``value`` with macros and constants replaced by what they stand for, also inside
-  dicts and lists (``TASK_FEATURE_LENGTHS = {"targets": %SEQUENCE_LENGTH}``)."""
-  while isinstance(value, gin.config.ConfigurableReference):
-    if value.selector == "gin.macro":
-      value = gin.query_parameter("%" + "/".join(value.scopes))
-    elif value.selector == "gin.constant":
-      value = value.scoped_configurable_fn()
-    else:
-      return _UNRESOLVED
-  if isinstance(value, dict):
-    return {k: _resolve(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return type(value)(_resolve(v) for v in value)
-  return value
-
-
 def _settings() -> dict[str, Any]:
   """Kind, batch and length as ``train`` would get them; one-line errors when missing."""
-  kind = _bound("train.kind", "plain")
+  kind = config.bound_value("train.kind", "plain")
   if kind not in ("plain", "proxy"):
     raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
-  lengths = _bound("train.task_feature_lengths", None)
+  lengths = config.bound_value("train.task_feature_lengths", None)
   if not isinstance(lengths, dict) or not isinstance(lengths.get("targets"), int):
     raise errors.DoremiError("set the sequence length: --gin.TASK_FEATURE_LENGTHS="
                              "\"{'targets': 1024}\"")
-  batch = _bound("train.batch_size", 16)
+  batch = config.bound_value("train.batch_size", 16)
   if not isinstance(batch, int) or batch <= 0:
     raise errors.DoremiError(f"BATCH_SIZE must be a positive integer, got {batch!r}")
   if config.missing_required(memory.model_lib.TransformerConfig):
     raise errors.DoremiError("missing required gin value: VOCAB_SIZE (pass --gin.VOCAB_SIZE=...)")
   # The schedule's length changes no shape; any positive step count compiles the same step.
-  steps = _bound("train.train_steps", 1)
-  microbatches = _bound("train.microbatches", 1)
+  steps = config.bound_value("train.train_steps", 1)
+  microbatches = config.bound_value("train.microbatches", 1)
   if not isinstance(microbatches, int) or microbatches < 1:
     raise errors.DoremiError(f"train.microbatches must be an integer >= 1, got {microbatches!r}")
   return {"kind": kind, "batch_size": batch, "sequence_length": lengths["targets"],

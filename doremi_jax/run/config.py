@@ -114,16 +114,55 @@ def _first_line(exc: BaseException) -> str:
   return lines[0] if lines else type(exc).__name__
 
 
+def _macro_name(value: Any) -> str | None:
+  """The macro a value refers to (``%MACRO`` is the scope "MACRO" of gin.macro), or None."""
+  if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
+    return "/".join(value.scopes)
+  return None
+
+
 def _unset(value: Any, seen: tuple[str, ...] = ()) -> str | None:
   """The macro left at ``%gin.REQUIRED`` behind a bound value (following macros), or None."""
   if value is gin.REQUIRED:
     return seen[-1] if seen else ""
-  if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
-    macro = "/".join(value.scopes)  # a macro reference is the scope "MACRO" of gin.macro
+  macro = _macro_name(value)
+  if macro is not None:
     return _unset(gin.query_parameter(f"%{macro}"), seen + (macro,))
   if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.constant":
     return _unset(value.scoped_configurable_fn(), seen)
   return None
+
+
+_UNRESOLVED = object()
+
+
+def _resolve(value: Any) -> Any:
+  """``value`` with macros and constants replaced by what they stand for, also inside
+  dicts and lists (``TASK_FEATURE_LENGTHS = {"targets": %SEQUENCE_LENGTH}``)."""
+  while isinstance(value, gin.config.ConfigurableReference):
+    macro = _macro_name(value)
+    if macro is not None:
+      value = gin.query_parameter(f"%{macro}")
+    elif value.selector == "gin.constant":
+      value = value.scoped_configurable_fn()
+    else:
+      return _UNRESOLVED
+  if isinstance(value, dict):
+    return {k: _resolve(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return type(value)(_resolve(v) for v in value)
+  return value
+
+
+def bound_value(key: str, default: Any) -> Any:
+  """The value gin would pass for ``key`` (macros followed), or ``default`` if unbound,
+  still ``%gin.REQUIRED`` or bound to a configurable (tools that read a run's settings
+  without running it, e.g. the compile check)."""
+  try:
+    value = _resolve(gin.query_parameter(key))
+  except ValueError:
+    return default
+  return default if value is gin.REQUIRED or value is _UNRESOLVED else value
 
 
 def missing_required(fn: Callable) -> list[str]:
