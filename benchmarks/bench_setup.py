@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from doremi_jax.core import model as model_lib
-from doremi_jax.core import partitioning
+from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 
 
@@ -87,6 +87,18 @@ class Runner:
 
   def compiles(self) -> int:
     return self.step.jitted._cache_size()  # pylint: disable=protected-access
+
+  @classmethod
+  def fresh(cls, kind: str, lm, optimizer, mesh, seq: int, num_domains: int,
+            doremi_config: steps.DoremiConfig | None = None, reference=None) -> "Runner":
+    """A plain or (single) proxy step on a seed-0 state; a proxy trains against ``reference``."""
+    proxy = kind == "proxy"
+    domain_state = num_domains if proxy else None
+    _, shardings = ts.state_shardings(lm, optimizer, mesh, seq, domain_state)
+    step = steps.make_train_step(kind, lm, optimizer, mesh, shardings, num_domains,
+                                 (doremi_config or steps.DoremiConfig()) if proxy else None)
+    return cls(step, ts.init_state(lm, optimizer, mesh, seq, 0, domain_state),
+               reference if proxy else None)
 
 
 def time_interleaved(calls: dict[str, Callable[[Any], None]], batches: list, rounds: int,

@@ -37,10 +37,8 @@ def bench(vocab: int, domain_counts: list[int], args) -> dict:
   reference = ts.init_state(lm, optimizer, mesh, seq, 1).params
   runners, batches = {}, {}
   for k in domain_counts:
-    _, sh = ts.state_shardings(lm, optimizer, mesh, seq, k)
-    runners[k] = bench_setup.Runner(
-        steps.make_train_step("proxy", lm, optimizer, mesh, sh, k, steps.DoremiConfig()),
-        ts.init_state(lm, optimizer, mesh, seq, 0, k), reference)
+    runners[k] = bench_setup.Runner.fresh("proxy", lm, optimizer, mesh, seq, k,
+                                          reference=reference)
     # The same tokens for every k; only the domain ids (rows cycling over k) differ.
     batches[k] = bench_setup.random_batches(4, batch, seq, vocab, steps.batch_shardings(mesh), k)
 

@@ -52,17 +52,12 @@ def _setup(name: str, vocab: int):
 def bench(name: str, vocab: int, args) -> dict:
   cfg, mesh, lm, optimizer, batch = _setup(name, vocab)
   seq = args.seq
-  _, plain_sh = ts.state_shardings(lm, optimizer, mesh, seq, None)
-  _, proxy_sh = ts.state_shardings(lm, optimizer, mesh, seq, NUM_DOMAINS)
   reference = ts.init_state(lm, optimizer, mesh, seq, 1).params
-  runners = {"plain": bench_setup.Runner(
-      steps.make_train_step("plain", lm, optimizer, mesh, plain_sh, NUM_DOMAINS),
-      ts.init_state(lm, optimizer, mesh, seq, 0))}
+  runners = {"plain": bench_setup.Runner.fresh("plain", lm, optimizer, mesh, seq, NUM_DOMAINS)}
   for key, dtype in (("proxy", None), ("proxy_bf16", "bfloat16")):
     dcfg = steps.DoremiConfig(step_size=args.step_size, reference_dtype=dtype)
-    runners[key] = bench_setup.Runner(
-        steps.make_train_step("proxy", lm, optimizer, mesh, proxy_sh, NUM_DOMAINS, dcfg),
-        ts.init_state(lm, optimizer, mesh, seq, 0, NUM_DOMAINS), reference)
+    runners[key] = bench_setup.Runner.fresh("proxy", lm, optimizer, mesh, seq, NUM_DOMAINS,
+                                            dcfg, reference)
   batches = bench_setup.random_batches(4, batch, seq, vocab, steps.batch_shardings(mesh),
                                        NUM_DOMAINS)
 

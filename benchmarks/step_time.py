@@ -52,21 +52,11 @@ def time_ours(kind: str, vocab: int, args) -> dict:
   cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied)
   batches = bench_setup.random_batches(args.warmup + args.steps, args.batch, args.seq, vocab,
                                        steps.batch_shardings(mesh), NUM_DOMAINS)
-  num_domain_state = NUM_DOMAINS if kind == "proxy" else None
-  _, shardings = ts.state_shardings(lm, optimizer, mesh, args.seq, num_domain_state)
-  step = steps.make_train_step(kind, lm, optimizer, mesh, shardings, NUM_DOMAINS,
-                               steps.DoremiConfig() if kind == "proxy" else None)
-  holder = {"state": ts.init_state(lm, optimizer, mesh, args.seq, 0, num_domain_state)}
   reference = ts.init_state(lm, optimizer, mesh, args.seq, 1).params if kind == "proxy" else None
-
-  def call(i):
-    a = (holder["state"], reference, batches[i]) if kind == "proxy" else (holder["state"],
-                                                                          batches[i])
-    holder["state"], metrics = step(*a)
-    return holder["state"], metrics
-
-  result = protocol.time_calls(call, args.warmup, args.steps)
-  result["compiles"] = step.jitted._cache_size()  # pylint: disable=protected-access
+  runner = bench_setup.Runner.fresh(kind, lm, optimizer, mesh, args.seq, NUM_DOMAINS,
+                                    reference=reference)
+  result = protocol.time_calls(lambda i: runner(batches[i]), args.warmup, args.steps)
+  result["compiles"] = runner.compiles()
   result["num_params"] = cfg.num_params()
   return result
 

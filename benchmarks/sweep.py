@@ -41,19 +41,14 @@ def _variants(vocab: int, args) -> dict[str, list[bench_setup.Runner]]:
   cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied)
   seq = args.seq
 
-  _, plain_sh = ts.state_shardings(lm, optimizer, mesh, seq, None)
   abstract, proxy_sh = ts.state_shardings(lm, optimizer, mesh, seq, NUM_DOMAINS)
   reference = ts.init_state(lm, optimizer, mesh, seq, 1).params
 
   def proxy_runner(step_size: float) -> bench_setup.Runner:
-    step = steps.make_train_step("proxy", lm, optimizer, mesh, proxy_sh, NUM_DOMAINS,
-                                 steps.DoremiConfig(step_size=step_size))
-    return bench_setup.Runner(step, ts.init_state(lm, optimizer, mesh, seq, 0, NUM_DOMAINS),
-                              reference)
+    return bench_setup.Runner.fresh("proxy", lm, optimizer, mesh, seq, NUM_DOMAINS,
+                                    steps.DoremiConfig(step_size=step_size), reference)
 
-  plain = bench_setup.Runner(
-      steps.make_train_step("plain", lm, optimizer, mesh, plain_sh, NUM_DOMAINS),
-      ts.init_state(lm, optimizer, mesh, seq, 0))
+  plain = bench_setup.Runner.fresh("plain", lm, optimizer, mesh, seq, NUM_DOMAINS)
   sweep_cfg = steps.DoremiConfig(step_size=args.step_sizes)
   num = len(sweep_cfg.settings())
   _, stacked_sh = ts.stack_proxies(abstract, proxy_sh, num, mesh)
