@@ -18,11 +18,13 @@ from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 
 
-def tiny_model(vocab: int, untied: bool):
-  """(config, mesh, model, optimizer): 2 layers, d=128, 4 heads, f32, on the first device."""
+def tiny_model(vocab: int, untied: bool, mlp_activations: tuple[str, ...] | None = None):
+  """(config, mesh, model, optimizer): 2 layers, d=128, 4 heads, mlp 512, f32, on the first
+  device; ``mlp_activations`` None is our default SwiGLU, ("gelu",) the peers' GPT-2 MLP."""
   cfg = model_lib.TransformerConfig(
       vocab_size=vocab, num_layers=2, emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512,
-      tied_embeddings=not untied, dtype="float32", param_dtype="float32")
+      mlp_activations=mlp_activations, tied_embeddings=not untied, dtype="float32",
+      param_dtype="float32")
   mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   return cfg, mesh, model_lib.TransformerLM(cfg), ts.make_optimizer(10_000)
 

@@ -5,12 +5,16 @@
     python benchmarks/step_time.py --peers          # peers required (one line if not built)
 
 One CPU device; the brief's model (2 layers, d=128, 4 heads x 32, mlp 512, f32) on batch
-16 x seq 128. Every contender (our plain step, our proxy step, levanter's DoReMi step,
-nanodo's train step) runs in its own fresh process with the same protocol
+16 x seq 128. Both peers' MLP is GPT-2's (two matrices, GELU); ours defaults to SwiGLU (three
+matrices, half as much MLP arithmetic again), so "ours" is timed with the
+peers' MLP (``mlp_activations=("gelu",)``: the same model, judged against the targets) and
+"ours swiglu" with our default MLP (reported beside it; ``--no-swiglu`` skips it). Every
+contender (our plain and proxy steps, levanter's DoReMi step, nanodo's train step) runs in
+its own fresh process with the same protocol
 (benchmarks/peers/protocol.py: first call compiles, warm-up, ``--steps`` timed calls up to
 ``block_until_ready``, median), one process per contender per repetition, interleaved:
-repetition r runs ours plain, ours proxy, levanter, nanodo, for r in 1..``--reps``, so all
-see the same machine load. The peers run in their own pinned venvs
+repetition r runs ours plain, ours proxy, levanter, nanodo (then ours swiglu), for r in
+1..``--reps``, so all see the same machine load. The peers run in their own pinned venvs
 (benchmarks/peers/build_envs.sh, ``make bench-peers``); a peer whose venv is missing is
 reported as not measured. Nothing is quoted from elsewhere.
 """
@@ -41,15 +45,19 @@ PEERS_DIR = os.environ.get("PEERS_DIR", os.path.join(HERE, "..", ".bench", "peer
 # contender -> (peer venv or None for ours, harness)
 CONTENDERS = {"ours_plain": (None, None), "ours_proxy": (None, None),
               "levanter_doremi": ("levanter", "levanter_step.py"),
-              "nanodo_plain": ("nanodo", "nanodo_step.py")}
+              "nanodo_plain": ("nanodo", "nanodo_step.py"),
+              "ours_plain_swiglu": (None, None), "ours_proxy_swiglu": (None, None)}
+OURS = [name for name, (peer, _) in CONTENDERS.items() if peer is None]
+PEERS_MLP = ("gelu",)  # GPT-2's MLP, as levanter's Gpt2Config and nanodo's TransformerDo
 # (ratio, numerator, denominator, at most): the issue's targets, at every vocab size.
 TARGETS = [("proxy/levanter", "ours_proxy", "levanter_doremi", 0.7),
            ("plain/nanodo", "ours_plain", "nanodo_plain", 0.9)]
 
 
-def time_ours(kind: str, vocab: int, args) -> dict:
-  """Times our ``kind`` ("plain" | "proxy") step in this process (protocol.py)."""
-  cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied)
+def time_ours(kind: str, vocab: int, args, mlp_activations=None) -> dict:
+  """Times our ``kind`` ("plain" | "proxy") step in this process (protocol.py);
+  ``mlp_activations`` None is our default MLP (SwiGLU)."""
+  cfg, mesh, lm, optimizer = bench_setup.tiny_model(vocab, args.untied, mlp_activations)
   batches = bench_setup.random_batches(args.warmup + args.steps, args.batch, args.seq, vocab,
                                        steps.batch_shardings(mesh), NUM_DOMAINS)
   reference = ts.init_state(lm, optimizer, mesh, args.seq, 1).params if kind == "proxy" else None
@@ -115,18 +123,24 @@ def summarize(vocab: int, reps: dict) -> dict:
   for label, num, den, limit in TARGETS:
     out["ratios"][label] = r = ratio(s, num, den)
     out["targets"][label] = {"at_most": limit, "met": None if r is None else r <= limit}
+    # the same ratio with our default MLP: reported, not judged (not the peers' model)
+    out["ratios"][f"swiglu {label}"] = ratio(s, f"{num}_swiglu", den)
   return out
 
 
 def format_table(results: list[dict], skipped: dict) -> str:
-  cols = ["ours_plain", "ours_proxy", "levanter_doremi", "nanodo_plain"]
-  heads = ["ours plain s", "ours proxy s", "levanter s", "nanodo s", "proxy/plain",
-           "proxy/lev", "plain/nanodo"]
+  cols = ["ours_plain", "ours_proxy", "levanter_doremi", "nanodo_plain", "ours_plain_swiglu",
+          "ours_proxy_swiglu"]
+  heads = ["ours plain s", "ours proxy s", "levanter s", "nanodo s", "swiglu plain",
+           "swiglu proxy", "proxy/plain", "proxy/lev", "plain/nanodo", "sw proxy/lev",
+           "sw pl/nanodo"]
+  ratios = ("proxy/plain", "proxy/levanter", "plain/nanodo", "swiglu proxy/levanter",
+            "swiglu plain/nanodo")
   lines = [f"{'vocab':>6} " + " ".join(f"{h:>12}" for h in heads)]
   for r in results:
     cells = [f"{r['seconds'][c]:.4f}" if c in r["seconds"] else "-" for c in cols]
-    cells += [f"{r['ratios'][k]:.2f}" if r["ratios"][k] is not None else "-"
-              for k in ("proxy/plain", "proxy/levanter", "plain/nanodo")]
+    cells += [f"{r['ratios'][k]:.2f}" if r["ratios"].get(k) is not None else "-"
+              for k in ratios]
     lines.append(f"{r['vocab']:>6} " + " ".join(f"{c:>12}" for c in cells))
   for label, _, den, limit in TARGETS:
     verdicts = []
@@ -150,11 +164,12 @@ def format_table(results: list[dict], skipped: dict) -> str:
 
 
 def worker(args) -> int:
-  kind = args.worker.removeprefix("ours_")
-  result = time_ours(kind, args.vocab[0], args)
+  kind = args.worker.split("_")[1]
+  swiglu = args.worker.endswith("_swiglu")
+  result = time_ours(kind, args.vocab[0], args, None if swiglu else PEERS_MLP)
   protocol.emit(dict(result, contender=args.worker, vocab=args.vocab[0],
                      model=dict(protocol.MODEL, tied=not args.untied, norm="RMSNorm",
-                                positions="rope")))
+                                positions="rope", mlp="swiglu" if swiglu else "gelu")))
   return bench_setup.exit_status([args.worker] if result["compiles"] != 1 else [])
 
 
@@ -174,8 +189,10 @@ def main(argv=None) -> int:
   parser.add_argument("--untied", action="store_true",
                       help="untied output layer for ours (as gin/models/tiny.gin); default "
                       "tied, as both peers")
+  parser.add_argument("--no-swiglu", action="store_true",
+                      help="skip our steps with our default MLP (SwiGLU)")
   parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-  parser.add_argument("--worker", choices=["ours_plain", "ours_proxy"], help=argparse.SUPPRESS)
+  parser.add_argument("--worker", choices=OURS, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
     return worker(args)
@@ -194,6 +211,7 @@ def main(argv=None) -> int:
       if args.peers:
         print(f"{peer} not measured: its venv is not built; run `make bench-peers` "
               f"(benchmarks/peers/build_envs.sh, see benchmarks/README.md)", file=sys.stderr)
+  names += [] if args.no_swiglu else ["ours_plain_swiglu", "ours_proxy_swiglu"]
   load = [os.getloadavg()]
   reps = {v: {n: [] for n in names} for v in vocabs}
   for rep in range(args.reps):
@@ -211,6 +229,8 @@ def main(argv=None) -> int:
           "command": " ".join(["benchmarks/step_time.py"] + (argv or sys.argv[1:])),
           "batch": args.batch, "seq": args.seq, "tied_embeddings_ours": not args.untied,
           "steps": args.steps, "warmup": args.warmup, "reps": args.reps}
+  print("ours: the peers' GELU MLP (targets judged on it); swiglu: our default MLP, three "
+        "matrices against two (reported only)")
   print(f"one CPU device, batch {args.batch} x seq {args.seq}, f32; each contender in its own "
         f"process, {args.reps} interleaved repetitions x {args.steps} timed steps, median of "
         f"the repetitions' medians; ours {'untied' if args.untied else 'tied'}")
@@ -220,8 +240,9 @@ def main(argv=None) -> int:
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"meta": meta, "results": results}, f, indent=2)
-  recompiled = [f"{n} vocab {r['vocab']}" for r in results for n in ("ours_plain", "ours_proxy")
-                for run in r["contenders"][n] if run.get("compiles", 1) != 1]
+  recompiled = [f"{n} vocab {r['vocab']}" for r in results for n in OURS
+                if n in r["contenders"] for run in r["contenders"][n]
+                if run.get("compiles", 1) != 1]
   failed = any("error" in run for r in results for runs in r["contenders"].values()
                for run in runs)
   return bench_setup.exit_status(recompiled) or int(failed)

@@ -15,8 +15,10 @@ def _run(median):
 
 def test_targets_use_only_measured_contenders():
   reps = {"ours_plain": [_run(1.0), _run(3.0)], "ours_proxy": [_run(2.0), _run(2.0)],
-          "levanter_doremi": [_run(4.0), _run(4.0)]}
+          "levanter_doremi": [_run(4.0), _run(4.0)], "ours_proxy_swiglu": [_run(3.2)]}
   r = step_time.summarize(512, reps)
+  assert r["ratios"]["swiglu proxy/levanter"] == 0.8  # our default MLP: reported, not judged
+  assert set(r["targets"]) == {"proxy/levanter", "plain/nanodo"}
   assert r["seconds"]["ours_plain"] == 2.0  # median of the repetitions' medians
   assert r["ratios"]["proxy/levanter"] == 0.5 and r["targets"]["proxy/levanter"]["met"]
   assert r["targets"]["plain/nanodo"]["met"] is None  # nanodo not run: no verdict

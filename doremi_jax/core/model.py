@@ -21,6 +21,10 @@ from doremi_jax.core.xent import chunked_token_xent, output_logits, token_xent
 Init = nn.initializers
 ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")  # jax.nn.dot_product_attention's choices
 # jax.checkpoint_policies entries a block may be rematerialised with; "none": no remat.
+# TransformerConfig.mlp_activations entries (t5x's names): one is a plain MLP (``wi``, ``wo``),
+# two a gated one whose activated branches are multiplied (("silu", "linear") is SwiGLU).
+ACTIVATIONS = {"linear": lambda x: x, "relu": jax.nn.relu, "gelu": jax.nn.gelu,
+               "silu": jax.nn.silu}
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
                   "everything_saveable")
 
@@ -35,6 +39,9 @@ class TransformerConfig:
   num_heads: int = 4
   head_dim: int = 32
   mlp_dim: int = 512
+  # None is ("silu", "linear"), SwiGLU (None, so older runs' fingerprints still match);
+  # ("gelu",) is GPT-2's MLP: two matrices instead of three (see ACTIVATIONS).
+  mlp_activations: tuple[str, ...] | None = None
   tied_embeddings: bool = True
   # Untied output layer starts at zero: the first predictions are uniform, so a
   # fresh proxy sits exactly at the entropy floor of pure-noise domains.
@@ -66,6 +73,13 @@ class TransformerConfig:
     if self.remat_policy is not None and self.remat_policy not in REMAT_POLICIES:
       raise errors.DoremiError(f"TransformerConfig.remat_policy={self.remat_policy!r} is not "
                                f"one of {REMAT_POLICIES}")
+    if self.mlp_activations is not None:
+      activations = tuple(self.mlp_activations)  # gin may give a list; the config is hashed
+      object.__setattr__(self, "mlp_activations", activations)
+      if len(activations) not in (1, 2) or any(a not in ACTIVATIONS for a in activations):
+        raise errors.DoremiError(
+            f"TransformerConfig.mlp_activations={activations!r} must be one or two of "
+            f"{tuple(ACTIVATIONS)}, e.g. ('gelu',) or ('silu', 'linear')")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise errors.DoremiError(f"TransformerConfig.{name}={getattr(self, name)!r} is not "
@@ -77,9 +91,14 @@ class TransformerConfig:
       return self.remat_policy
     return "nothing_saveable" if self.remat else "none"
 
+  def mlp_activation_names(self) -> tuple[str, ...]:
+    """The effective ``mlp_activations``."""
+    return self.mlp_activations or ("silu", "linear")
+
   def num_params(self) -> int:
+    mlp_matrices = len(self.mlp_activation_names()) + 1
     per_layer = (4 * self.emb_dim * self.num_heads * self.head_dim
-                 + 2 * self.emb_dim * self.mlp_dim + 2 * self.emb_dim)
+                 + mlp_matrices * self.emb_dim * self.mlp_dim + 2 * self.emb_dim)
     emb = self.vocab_size * self.emb_dim * (1 if self.tied_embeddings else 2)
     return self.num_layers * per_layer + emb + self.emb_dim
 
@@ -179,9 +198,13 @@ class Mlp(nn.Module):
     # step); batch*length is split like batch, so the logical names stay valid.
     shape = x.shape
     x = _constrain(x.reshape(-1, shape[-1]), ("batch", "embed"))
-    gate = dense(("embed", "mlp"), cfg.mlp_dim, "wi_gate")(x)
-    up = dense(("embed", "mlp"), cfg.mlp_dim, "wi_up")(x)
-    h = _constrain(nn.silu(gate) * up, ("batch", "mlp"))
+    activations = cfg.mlp_activation_names()
+    names = ("wi_gate", "wi_up") if len(activations) == 2 else ("wi",)
+    h = None
+    for activation, name in zip(activations, names):
+      branch = ACTIVATIONS[activation](dense(("embed", "mlp"), cfg.mlp_dim, name)(x))
+      h = branch if h is None else h * branch
+    h = _constrain(h, ("batch", "mlp"))
     return dense(("mlp", "embed"), cfg.emb_dim, "wo")(h).reshape(shape)
 
 
