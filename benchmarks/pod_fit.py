@@ -23,12 +23,17 @@ PAPER = ["--gin.VOCAB_SIZE=32000", "--gin.BATCH_SIZE=512",
          "--gin.TASK_FEATURE_LENGTHS={'targets': 1024}", "--gin.make_mesh.mesh_shape=(1, -1, 1)"]
 MAIN_8B = ["--gin_file=models/8b.gin", "--gin_file=runs/main.gin"]
 PROXY_280M = ["--gin_file=models/280m.gin", "--gin_file=runs/proxy.gin"]
+CHUNKED = ["--gin.TransformerConfig.chunk_train_logits=True"]  # trained loss's logits chunked
+NO_SAVED_DOTS = ["--gin.TransformerConfig.remat_policy='nothing_saveable'"]  # full recompute
 # (label, topology, gin args, micro-batches)
 ROWS = [
     ("8B main", "v5p-512", MAIN_8B, 1), ("8B main", "v4-512", MAIN_8B, 1),
     ("8B main", "v5e-256", MAIN_8B, 1), ("8B main", "cpu:256", MAIN_8B, 1),
     ("280M proxy", "v4-32", PROXY_280M, 1), ("280M proxy", "v5e-16", PROXY_280M, 1),
     ("280M proxy", "v5e-16", PROXY_280M, 4), ("280M proxy", "v4-128", PROXY_280M, 1),
+    ("280M proxy, chunked logits", "v4-32", PROXY_280M + CHUNKED, 1),
+    ("280M proxy, chunked logits, nothing_saveable", "v5e-16",
+     PROXY_280M + CHUNKED + NO_SAVED_DOTS, 1),
     ("280M proxy", "cpu:16", PROXY_280M, 1), ("280M proxy", "cpu:64", PROXY_280M, 1),
 ]
 GIB = 2 ** 30

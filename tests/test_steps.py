@@ -206,3 +206,54 @@ def test_chunked_reference_losses_match_unchunked():
     full = steps_lib.token_losses(lm, params, batch)
     chunked = steps_lib.token_losses(lm, params, batch, chunked=True)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(full), rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_training_loss_same_gradients_fewer_temporaries():
+  """``chunk_train_logits``: the trained loss's gradients are unchanged, and its compiled
+  backward no longer holds the whole [tokens, vocab] logits and their gradient."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from doremi_jax.core import model as model_lib  # pylint: disable=g-import-not-at-top
+  vocab, batch_size, length = 4096, 16, 64
+  cfg = model_lib.TransformerConfig(vocab_size=vocab, tied_embeddings=False,
+                                    zero_init_logits=False,
+                                    logits_chunk_elements=batch_size * 8 * vocab)
+  rng = np.random.default_rng(0)
+  targets = jnp.asarray(rng.integers(2, vocab, (batch_size, length)), jnp.int32)
+  batch = {"targets": targets, "inputs": jnp.pad(targets[:, :-1], ((0, 0), (1, 0)))}
+  params = nn.meta.unbox(model_lib.TransformerLM(cfg).init(jax.random.key(0),
+                                                           batch["inputs"]))["params"]
+  results = {}
+  for chunk in (None, True):
+    lm = model_lib.TransformerLM(dataclasses.replace(cfg, chunk_train_logits=chunk))
+    grad_fn = jax.jit(jax.value_and_grad(lambda p, lm=lm: steps.token_losses(lm, p, batch).mean()))
+    temps = grad_fn.lower(params).compile().memory_analysis().temp_size_in_bytes
+    results[chunk] = (grad_fn(params), temps)
+  (loss, grads), full_temps = results[None]
+  (chunked_loss, chunked_grads), chunked_temps = results[True]
+  np.testing.assert_allclose(chunked_loss, loss, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(chunked_grads), jax.tree.leaves(grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  logits_bytes = batch_size * length * vocab * 4
+  # what is gone: the logits and most of their gradient (the body's activations stay)
+  assert full_temps - chunked_temps > 1.5 * logits_bytes, (full_temps, chunked_temps)
+
+
+@pytest.mark.parametrize("mesh_shape,chunks", [((1, 1, 1), 64), ((2, 4, 1), 8), ((1, 1, 4), 16)])
+def test_logit_chunks_are_sized_by_what_one_device_holds(mesh_shape, chunks):
+  """On a mesh each device holds its share of the batch (and of the vocabulary under tensor
+  parallelism), so chunks are sized by that share, not by the global batch."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from doremi_jax.core import model as model_lib  # pylint: disable=g-import-not-at-top
+  from doremi_jax.core import xent  # pylint: disable=g-import-not-at-top
+  cfg = model_lib.TransformerConfig(vocab_size=256, emb_dim=16, logits_chunk_elements=4 * 8 * 256)
+  hidden, weights = jnp.zeros((32, 64, 16)), jnp.zeros((256, 16))
+  targets = jnp.zeros((32, 64), jnp.int32)
+  mesh = jax.sharding.AbstractMesh(mesh_shape, partitioning.MESH_AXES)
+  rules = partitioning.logical_axis_rules()
+  with jax.sharding.use_abstract_mesh(mesh), nn.logical_axis_rules(rules):
+    jaxpr = jax.make_jaxpr(lambda h: xent.chunked_token_xent(cfg, h, weights, targets))(hidden)
+  assert [e.params["length"] for e in jaxpr.eqns if e.primitive.name == "scan"] == [chunks]

@@ -63,6 +63,10 @@ class TransformerConfig:
   # Forward-only token losses (reference model, evaluation) build the logits in sequence
   # chunks of at most this many elements (0: never chunk); see ``chunked_token_xent``.
   logits_chunk_elements: int = 8 * 1024 * 1024
+  # The trained model's loss too (forward and backward, chunk by chunk): a pod-sized batch
+  # never holds all its float32 logits and their gradient; slower on CPU. None: off (so
+  # older runs' fingerprints still match).
+  chunk_train_logits: bool | None = None
 
   def __post_init__(self):
     """Bad names are one line (``errors.DoremiError``) before anything is built."""
@@ -300,8 +304,9 @@ class TransformerLM(nn.Module):
 
   def token_losses(self, inputs: jax.Array, targets: jax.Array,
                    chunked: bool = False) -> jax.Array:
-    """Per-token cross-entropy ``[batch, length]``; ``chunked`` uses ``chunked_token_xent``."""
+    """Per-token cross-entropy ``[batch, length]``; ``chunked`` (or ``chunk_train_logits``)
+    uses ``chunked_token_xent``."""
     hidden, weights = self.hidden(inputs), self.output_weights()
-    if chunked:
+    if chunked or self.cfg.chunk_train_logits:
       return chunked_token_xent(self.cfg, hidden, weights, targets)
     return token_xent(self.cfg, hidden, weights, targets)

@@ -91,7 +91,8 @@ def token_losses(model: nn.Module, params: Any, batch: Batch, chunked: bool = Fa
   """Per-token cross-entropy ``[batch, length]`` (masking happens in the reductions).
 
   ``chunked=True`` never materialises the whole ``[batch, length, vocab]`` logits (see
-  ``xent.chunked_token_xent``): for forward-only losses (reference model, evaluation).
+  ``xent.chunked_token_xent``): for forward-only losses (reference model, evaluation); a
+  model with ``chunk_train_logits`` chunks every call, the trained loss's too.
   """
   return model.apply({"params": params}, batch["inputs"], batch["targets"], chunked,
                      method="token_losses")

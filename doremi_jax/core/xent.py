@@ -6,6 +6,8 @@ output weights, so the model and the benchmarks share one implementation.
 """
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,6 +44,16 @@ def token_xent(cfg, hidden: jax.Array, weights: jax.Array,
   return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
 
 
+def _shards(name: str) -> int:
+  """Into how many pieces the current mesh (``jax.set_mesh``) and flax logical rules split
+  logical axis ``name`` (1 outside a mesh): a chunk's size is what one device holds."""
+  mesh = jax.sharding.get_abstract_mesh()
+  axes = None if mesh.empty else nn.logical_to_mesh_axes((name,))[0]
+  if axes is None:
+    return 1
+  return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+
+
 def _length_chunk(batch: int, length: int, vocab: int, max_elements: int) -> int:
   """Largest divisor ``c`` of ``length`` with ``batch * c * vocab <= max_elements`` (>= 1)."""
   fits = [c for c in range(1, length + 1)
@@ -54,16 +66,23 @@ def chunked_token_xent(cfg, hidden: jax.Array, weights: jax.Array,
   """``token_xent`` computed over sequence chunks, never materialising all the logits.
 
   The ``[batch, length, vocab]`` logits are built ``[batch, chunk, vocab]`` at a time
-  (at most ``max_elements``, default ``cfg.logits_chunk_elements``) inside a
+  (at most ``max_elements`` per device, default ``cfg.logits_chunk_elements``: on a pod
+  each device holds only its share of the batch, so chunks are as long as that allows,
+  not 1 position of a 512-sequence global batch) inside a
   ``lax.map``, so each chunk's matmul output and softmax stay in cache; chunks run over
   the sequence axis so every chunk keeps the full (sharded) batch. Each chunk is
-  rematerialised, so this is differentiable without keeping per-chunk logits, but it is
-  meant for forward-only losses (the frozen reference model, evaluation): for a training
-  step the unchunked ``token_xent`` is faster on CPU.
+  rematerialised, so its backward too goes a chunk at a time (recomputing each chunk's
+  logits) and never holds all the logits or their gradient. Used for forward-only losses
+  (the frozen reference model, evaluation), and for the trained model's loss when
+  ``cfg.chunk_train_logits`` (pods: memory); on CPU the unchunked ``token_xent`` trains
+  faster.
   """
   max_elements = cfg.logits_chunk_elements if max_elements is None else max_elements
   batch, length = targets.shape
-  chunk = _length_chunk(batch, length, cfg.vocab_size, max_elements) if max_elements else length
+  device_batch = max(batch // _shards("batch"), 1)
+  device_vocab = max(cfg.vocab_size // _shards("vocab"), 1)
+  chunk = (_length_chunk(device_batch, length, device_vocab, max_elements) if max_elements
+           else length)
   if chunk == length:
     return token_xent(cfg, hidden, weights, targets)
   n = length // chunk
