@@ -21,12 +21,12 @@ from doremi_jax.core.xent import chunked_token_xent, output_logits, token_xent
 Init = nn.initializers
 ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")  # jax.nn.dot_product_attention's choices
 # jax.checkpoint_policies entries a block may be rematerialised with; "none": no remat.
+REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "everything_saveable")
 # TransformerConfig.mlp_activations entries (t5x's names): one is a plain MLP (``wi``, ``wo``),
 # two a gated one whose activated branches are multiplied (("silu", "linear") is SwiGLU).
 ACTIVATIONS = {"linear": lambda x: x, "relu": jax.nn.relu, "gelu": jax.nn.gelu,
                "silu": jax.nn.silu}
-REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
-                  "everything_saveable")
 
 
 @gin.configurable
@@ -204,10 +204,9 @@ class Mlp(nn.Module):
     x = _constrain(x.reshape(-1, shape[-1]), ("batch", "embed"))
     activations = cfg.mlp_activation_names()
     names = ("wi_gate", "wi_up") if len(activations) == 2 else ("wi",)
-    h = None
-    for activation, name in zip(activations, names):
-      branch = ACTIVATIONS[activation](dense(("embed", "mlp"), cfg.mlp_dim, name)(x))
-      h = branch if h is None else h * branch
+    branches = [ACTIVATIONS[a](dense(("embed", "mlp"), cfg.mlp_dim, name)(x))
+                for a, name in zip(activations, names)]
+    h = branches[0] if len(branches) == 1 else branches[0] * branches[1]
     h = _constrain(h, ("batch", "mlp"))
     return dense(("mlp", "embed"), cfg.emb_dim, "wo")(h).reshape(shape)
 

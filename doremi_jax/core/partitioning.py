@@ -86,8 +86,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_size_divisor(mesh: Mesh, rules=None) -> int:
-  """How many ways the ``batch`` logical axis is split: the global batch must divide it."""
-  spec = logical_sharding(mesh, ("batch",), rules).spec[0]
+def axis_split(mesh, name: str, rules=None) -> int:
+  """How many ways ``rules`` split logical axis ``name`` over ``mesh`` (a ``Mesh`` or an
+  ``AbstractMesh``): each device holds ``1/axis_split`` of that axis."""
+  spec = nn.logical_to_mesh_axes((name,), rules_or_default(rules))[0]
   axes = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
   return math.prod(mesh.shape[a] for a in axes)
+
+
+def batch_size_divisor(mesh: Mesh, rules=None) -> int:
+  """How many ways the ``batch`` logical axis is split: the global batch must divide it."""
+  return axis_split(mesh, "batch", rules)

@@ -6,12 +6,12 @@ output weights, so the model and the benchmarks share one implementation.
 """
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from doremi_jax.core import partitioning
 
 
 def _constrain(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
@@ -48,10 +48,7 @@ def _shards(name: str) -> int:
   """Into how many pieces the current mesh (``jax.set_mesh``) and flax logical rules split
   logical axis ``name`` (1 outside a mesh): a chunk's size is what one device holds."""
   mesh = jax.sharding.get_abstract_mesh()
-  axes = None if mesh.empty else nn.logical_to_mesh_axes((name,))[0]
-  if axes is None:
-    return 1
-  return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+  return 1 if mesh.empty else partitioning.axis_split(mesh, name, nn.get_logical_axis_rules())
 
 
 def _length_chunk(batch: int, length: int, vocab: int, max_elements: int) -> int:
