@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -56,3 +57,15 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     if isinstance(exc, OSError) and exc.filename is None:  # a write names no file
       raise OSError(exc.errno, exc.strerror, str(path)) from exc
     raise
+
+
+def replace_dir(tmp: str | Path, out: str | Path) -> None:
+  """Moves a finished temporary dir (a sibling of ``out``) to ``out``, replacing what was
+  there, so a reader never finds a half-written dir at ``out``."""
+  tmp, out = Path(tmp), Path(out)
+  os.chmod(tmp, 0o755)  # mkdtemp's dirs are private
+  old = out.with_name(f".{out.name}.old-{os.getpid()}")
+  if out.exists():
+    os.rename(out, old)
+  os.rename(tmp, out)
+  shutil.rmtree(old, ignore_errors=True)

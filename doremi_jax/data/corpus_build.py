@@ -239,12 +239,7 @@ def build_corpus(out_dir: str, cap_bytes: int = DEFAULT_CAP_BYTES,
     if not manifest["domains"]:
       raise CorpusBuildError("no domain could be built")
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-    os.chmod(tmp, 0o755)
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-      os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    storage.replace_dir(tmp, out)
     return manifest
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
