@@ -273,9 +273,14 @@ def plot_comparison(result: Mapping[str, Any], path: str) -> str:
   ax.set_title(f"{result['split']} split: mean over {len(result['seeds'])} seeds, "
                f"{result['confidence'] * 100:g}% CI")
   ax.legend(fontsize=8)
+  return save_figure(fig, path)
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> str:
+  """Writes a figure (its folder made if missing) and frees it; returns ``path``."""
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path
