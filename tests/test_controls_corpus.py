@@ -59,6 +59,17 @@ def test_shares_and_layout(real_dir, tmp_path):
   assert manifest["boilerplate"]["share"] == pytest.approx(0.3, abs=0.01)
 
 
+def test_long_documents_are_cut_at_line_breaks(tmp_path):
+  (tmp_path / "real").mkdir()
+  doc = "\n".join(f"line {i} of a long source file " + "x" * (1 + i % 50) for i in range(2000))
+  (tmp_path / "real" / "long.jsonl").write_text(json.dumps({"text": doc}) + "\n")
+  out = controls.write_controls_corpus(str(tmp_path / "c"), str(tmp_path / "real"),
+                                       real_domains=("long",), real_cap_bytes=10**6)
+  pieces = _docs(Path(out), "long")
+  assert len(pieces) > 10 and max(map(len, pieces)) <= controls.PIECE_CHARS
+  assert "\n".join(pieces) == doc
+
+
 def test_deterministic_and_cached(real_dir, tmp_path):
   a, b = _write(tmp_path / "a", real_dir), _write(tmp_path / "b", real_dir)
   assert _hashes(a) == _hashes(b)

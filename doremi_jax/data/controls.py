@@ -10,7 +10,8 @@
 Expected: DoReMi drops both well below uniform and raises the real (learnable) domains.
 Shares are of UTF-8 bytes of document text (what bits per byte counts), over all domains.
 The real domains are whole documents of an existing corpus dir (the embedded corpus by
-default, ``doremi_jax.tasks.controls``), each capped at ``real_cap_bytes``.
+default, ``doremi_jax.tasks.controls``) up to ``real_cap_bytes`` each, cut at line breaks
+into pieces of at most ``PIECE_CHARS`` characters.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from doremi_jax.data.synthetic_text import DOC_CHARS, _Draws
 
 REAL_DOMAINS = ("code", "legal", "news", "encyclopedia")
 CONTROL_DOMAINS = ("junk", "boilerplate")
+PIECE_CHARS = 4000  # real documents are cut at line breaks into pieces this long at most
 MANIFEST = "manifest.json"
 _GENERATOR = "doremi_jax.controls"
 _VERSION = 1
@@ -101,7 +103,22 @@ def _read_real(real_corpus_dir: Path, domain: str, cap_bytes: int) -> list[str]:
   docs = corpus_build.take_capped(corpus_reader.iter_documents([path]), cap_bytes)
   if not docs:
     raise errors.DoremiError(f"{path} holds no documents")
-  return docs
+  return [piece for doc in docs for piece in _pieces(doc, PIECE_CHARS)]
+
+
+def _pieces(doc: str, max_chars: int) -> list[str]:
+  """A document cut at line breaks into pieces of at most ``max_chars`` (a longer line
+  stays whole): the split by document hash then gives a domain of a few dozen long files
+  (sympy's modules, Wikipedia articles) its share of validation and test text."""
+  pieces, lines, size = [], [], -1
+  for line in doc.split("\n"):
+    if lines and size + 1 + len(line) > max_chars:
+      pieces.append("\n".join(lines))
+      lines, size = [], -1
+    lines.append(line)
+    size += 1 + len(line)
+  pieces.append("\n".join(lines))
+  return [p for p in pieces if p.strip()]
 
 
 def _cached(out: Path, settings: dict) -> bool:
@@ -134,7 +151,7 @@ def write_controls_corpus(out_dir: str, real_corpus_dir: str,
     except OSError:
       raise errors.DoremiError(f"real corpus {real_dir} has no {domain}.jsonl") from None
   settings = {"generator": _GENERATOR, "version": _VERSION, "seed": seed,
-              "real_domains": list(real_domains),
+              "real_domains": list(real_domains), "piece_chars": PIECE_CHARS,
               "real_cap_bytes": real_cap_bytes, "junk_fraction": float(junk_fraction),
               "boilerplate_fraction": float(boilerplate_fraction), "sources": sources}
   if _cached(out, settings):
