@@ -119,6 +119,9 @@ def test_bad_input_is_one_line(real_dir, tmp_path):
   with pytest.raises(errors.DoremiError, match="holds no controls corpus"):
     _write(tmp_path / "mine", real_dir)
   assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+  (tmp_path / "mine" / controls.MANIFEST).write_text('{"name": "embedded"}')  # another corpus
+  with pytest.raises(errors.DoremiError, match="holds no controls corpus"):
+    _write(tmp_path / "mine", real_dir)
 
 
 def test_gin_experiment_registers_and_prepares(real_dir, tmp_path, monkeypatch):

@@ -121,6 +121,14 @@ def _pieces(doc: str, max_chars: int) -> list[str]:
   return [p for p in pieces if p.strip()]
 
 
+def _ours(out: Path) -> bool:
+  """A dir this module wrote (any settings), so it may be replaced."""
+  try:
+    return json.loads((out / MANIFEST).read_text("utf-8"))["settings"]["generator"] == _GENERATOR
+  except (OSError, ValueError, KeyError, TypeError):
+    return False
+
+
 def _cached(out: Path, settings: dict) -> bool:
   """A finished write of the same settings and inputs whose files are intact."""
   try:
@@ -156,7 +164,7 @@ def write_controls_corpus(out_dir: str, real_corpus_dir: str,
               "boilerplate_fraction": float(boilerplate_fraction), "sources": sources}
   if _cached(out, settings):
     return str(out)
-  if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+  if out.exists() and any(out.iterdir()) and not _ours(out):
     raise errors.DoremiError(f"{out} is not empty and holds no controls corpus; "
                              "write the controls corpus to a dir of its own")
   texts = {d: _read_real(real_dir, d, real_cap_bytes) for d in real_domains}
