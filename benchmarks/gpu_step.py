@@ -15,7 +15,8 @@ reported. ``--budget-s`` bounds the whole run: cells run most wanted first
 (``gpu_flops.plan``) and one that would not finish is reported as skipped.
 ``--measure-matmul-peak`` times a large bf16 matrix product in its own process first, so
 MFU is given against the data sheet (989 TFLOP/s) and the peak measured in the same run.
-FLOPs per token: ``gpu_flops.FLOP_FORMULA``.
+FLOPs per token: ``gpu_flops.FLOP_FORMULA``. benchmarks/gpu_check.sh is the prepared
+device run; its ``--cpu-smoke`` mode is a default test.
 """
 from __future__ import annotations
 
