@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo study test test-all lint bench bench-peers clean-venv
+.PHONY: demo study test test-all lint bench bench-peers bench-gpu gpu-wheels clean-venv
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,21 @@ bench: $(STAMP)
 # or local clone; default GitHub).
 bench-peers:
 	benchmarks/peers/build_envs.sh
+
+# One GPU: throughput and MFU of the plain and proxy steps at 120M and 280M in bf16
+# (benchmarks/gpu_step.py; benchmarks/README.md has the device command, gpu_check.sh).
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu_step.py --measure-matmul-peak
+
+# The wheels benchmarks/gpu_check.sh installs (--no-index) where the device image lacks
+# them: gin-config at requirements.lock's pin, for the device's Python 3.12 (pure Python).
+# Any pip will do (no venv needed for a download).
+GPU_WHEELS := .bench/wheels
+gpu-wheels:
+	$(PYTHON) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+	  --python-version 3.12 -d $(GPU_WHEELS) \
+	  gin-config==$$(sed -n 's/^gin-config==//p' requirements.lock) 2>&1 | grep -v 'is ignored: it is neither' || true
+	ls $(GPU_WHEELS)/gin_config-*.whl
 
 clean-venv:
 	rm -rf $(VENV)
