@@ -36,11 +36,14 @@ class DoremiSetting:
   step_size: float
   smoothing: float
   estimator: str
+  use_reference: bool = True  # False: the reference-free ablation (Group DRO on raw loss)
 
   @property
   def tag(self) -> str:
-    """A file-name-safe label, e.g. ``eta0.1-mean_clip-c0.001``."""
-    return f"eta{self.step_size:g}-{self.estimator}-c{self.smoothing:g}"
+    """A file-name-safe label, e.g. ``eta0.1-mean_clip-c0.001`` (``-noref`` appended for
+    the reference-free ablation)."""
+    tag = f"eta{self.step_size:g}-{self.estimator}-c{self.smoothing:g}"
+    return tag if self.use_reference else tag + "-noref"
 
 
 def _as_list(value) -> list:
@@ -63,6 +66,9 @@ class DoremiConfig:
   # The frozen reference's forward in another compute dtype ("bfloat16": params cast too);
   # None: the model's. Only the reference: the proxy and the DoReMi math are unchanged.
   reference_dtype: str | None = None
+  # False (or a list with False): the ablation without the reference, Group DRO on the
+  # proxy's own loss (excess = proxy loss), which shows what the reference is for.
+  use_reference: bool | Sequence[bool] = True
 
   def __post_init__(self):
     if self.reference_dtype not in (None, "float32", "bfloat16"):
@@ -79,11 +85,16 @@ class DoremiConfig:
         raise ValueError(f"DoremiConfig.step_size={eta} must be >= 0")
     for e in _as_list(self.estimator):
       doremi.estimator_index(e)
+    for r in _as_list(self.use_reference):
+      if not isinstance(r, bool):
+        raise ValueError(f"DoremiConfig.use_reference={r!r} must be True or False")
 
   def settings(self) -> list[DoremiSetting]:
-    """Every (step size, estimator, smoothing) combination, in a fixed order."""
-    return [DoremiSetting(float(eta), float(c), e) for eta in _as_list(self.step_size)
-            for e in _as_list(self.estimator) for c in _as_list(self.smoothing)]
+    """Every (step size, estimator, smoothing, use_reference) combination, in a fixed
+    order."""
+    return [DoremiSetting(float(eta), float(c), e, r) for r in _as_list(self.use_reference)
+            for eta in _as_list(self.step_size) for e in _as_list(self.estimator)
+            for c in _as_list(self.smoothing)]
 
 
 def token_losses(model: nn.Module, params: Any, batch: Batch, chunked: bool = False
@@ -136,8 +147,9 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int):
   implementation updates the weights on the first micro-batch and uses stale ones after).
   """
   def update(state: TrainState, reference_tl: jax.Array, micro: Batch, step_size: jax.Array,
-             smoothing: jax.Array, estimator: jax.Array):
+             smoothing: jax.Array, estimator: jax.Array, reference_scale: jax.Array):
     mask, domain_ids = micro["loss_mask"], micro["domain_ids"]
+    reference_tl = reference_tl * reference_scale  # 0: the reference-free ablation
     if m == 1:  # one forward whose VJP the weighted loss's backward reuses
       proxy_tl, proxy_vjp = jax.vjp(lambda p: token_losses(model, p, micro), state.params)
     else:
@@ -203,6 +215,7 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
   etas = jnp.asarray([s.step_size for s in settings], jnp.float32)
   smooth = jnp.asarray([s.smoothing for s in settings], jnp.float32)
   est = jnp.asarray([doremi.estimator_index(s.estimator) for s in settings], jnp.int32)
+  ref_scale = jnp.asarray([1.0 if s.use_reference else 0.0 for s in settings], jnp.float32)
 
   def step(state: TrainState, reference_params: Any, batch: Batch
            ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -210,10 +223,11 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
     reference_tl = accumulate.forward(lambda b: reference_losses(reference_params, b), micro, m,
                                       BATCH_LOGICAL_AXES)
     if len(settings) == 1:
-      new_state, metrics = update(state, reference_tl, micro, etas[0], smooth[0], est[0])
+      new_state, metrics = update(state, reference_tl, micro, etas[0], smooth[0], est[0],
+                                  ref_scale[0])
     else:
-      new_state, metrics = jax.vmap(update, in_axes=(0, None, None, 0, 0, 0))(
-          state, reference_tl, micro, etas, smooth, est)
+      new_state, metrics = jax.vmap(update, in_axes=(0, None, None, 0, 0, 0, 0))(
+          state, reference_tl, micro, etas, smooth, est, ref_scale)
     reference_loss, _ = doremi.per_domain_mean_loss(
         reference_tl, micro["domain_ids"], micro["loss_mask"], num_domains)
     metrics["domain_reference_loss"] = reference_loss

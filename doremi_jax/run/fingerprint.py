@@ -37,7 +37,9 @@ from doremi_jax.data.prepared_source import PreparedDataSource
 
 FILE = "fingerprint.json"
 NOT_RESULT = ("model_dir", "resume", "checkpoint_every", "log_every", "progress", "export_name",
-              "ignore_changes", "microbatches")  # microbatches: exact accumulation
+              "ignore_changes", "microbatches",  # microbatches: exact accumulation
+              "eval_every", "curve_batches_per_domain",  # learning curves only read the model
+              "curve_splits")
 
 
 def _plain(value: Any) -> Any:
@@ -78,6 +80,8 @@ def of_run(settings: Mapping[str, Any], provider: seqio.Task | seqio.Mixture
   fp.update(_resolved(ts.make_optimizer, "make_optimizer"))
   if settings.get("kind") == "proxy":
     doremi = dataclasses.asdict(steps.DoremiConfig())
+    if doremi["use_reference"] is True:  # the default: runs from before it still match
+      del doremi["use_reference"]
     fp.update({f"DoremiConfig.{k}": _plain(v) for k, v in sorted(doremi.items())})
   fp.update(_data(provider))  # before the mixture: edited data also changes natural rates
   fp["mixture"] = _plain(mixtures.mixture_rates(provider))
