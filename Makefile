@@ -18,10 +18,11 @@ DEMO_GIN ?= experiments/demo.gin
 demo: $(STAMP)
 	$(PY) -m doremi_jax.pipeline --gin_file=$(DEMO_GIN)
 
-# The η x estimator study behind the demo's defaults (~1 hour on a 2-core CPU; finished
-# stages are reused when it is run again).
+# The study behind the demo's defaults (docs/study.md): the embedded corpus, then the
+# controls experiment (~1 hour together on a 2-core CPU; finished stages are reused).
 study: $(STAMP)
 	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study.gin
+	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study_controls.gin
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -4,12 +4,23 @@ Importing seqio (TensorFlow) in the pytest process sets ``TF_CPP_MIN_LOG_LEVEL=1
 ``os.environ``, which every CLI started by a test would inherit; a user's shell has no
 such setting, so the CLIs' own quiet default must apply in tests too.
 """
+import atexit
 import gzip
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One persistent XLA compilation cache for this test session, inherited by every CLI a test
+# starts: the same tiny steps are compiled by dozens of processes. A fresh dir per session,
+# so no test reads what another session compiled.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="doremi-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 

@@ -1,8 +1,9 @@
 """Per-domain held-out log-perplexity and bits per byte of a checkpoint.
 
 Domains are the SeqIO subtasks of the evaluation mixture (``seqio.get_subtasks``), each
-read once, unshuffled, from the chosen split, as t5x evaluates. The model's own
-``config.gin`` (written by training) is parsed first, so the architecture always matches.
+read once, unshuffled, from the chosen split, as t5x evaluates (``run/heldout.py``). The
+model's own ``config.gin`` (written by training) is parsed first, so the architecture
+always matches.
 """
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from typing import Any, Mapping
 
 import gin
 import jax
-import numpy as np
 
 from doremi_jax import errors, mixtures, tables
 from doremi_jax.core import model as model_lib
-from doremi_jax.core import partitioning, steps
+from doremi_jax.core import partitioning
 from doremi_jax.core import train_state as ts
-from doremi_jax.data import seqio_input, tokenizer
-from doremi_jax.run import checkpoints, paths
+from doremi_jax.data import seqio_input
+from doremi_jax.run import checkpoints, heldout, paths
 
 
 @gin.configurable(denylist=["model_dir", "mixture_or_task_name"])
@@ -46,39 +46,13 @@ def evaluate(model_dir: str, mixture_or_task_name: str, split: str = "validation
   abstract, _ = ts.state_shardings(lm, ts.make_optimizer(1), mesh, int(lengths["targets"]),
                                    None, rules)
   params = checkpoints.restore_params(model_dir, abstract.params)
-  eval_step = steps.make_eval_step(lm, mesh, jax.tree.map(lambda x: x.sharding, abstract.params),
-                                   len(domains), rules)
-  shardings = steps.batch_shardings(mesh, rules)
-  vocab = provider.output_features["targets"].vocabulary
-  token_bytes = jax.device_put(tokenizer.token_byte_lengths(vocab), partitioning.replicated(mesh))
-  sums, counts, nbytes = (np.zeros(len(domains)) for _ in range(3))
-  for domain in domains:
-    ds = seqio_input.seqio_dataset(errors.require_task(domain), lengths, split, batch_size,
-                                   domains, shuffle=False, seed=None, num_epochs=1)
-    if max_batches_per_domain:
-      ds = ds.take(max_batches_per_domain)
-    for batch in seqio_input.global_batches(ds, shardings):
-      s, c, b = eval_step(params, batch, token_bytes)
-      sums += np.asarray(s)
-      counts += np.asarray(c)
-      nbytes += np.asarray(b)
-  empty = [d for d, c in zip(domains, counts) if c == 0]
-  if empty:
-    raise errors.DoremiError(f"no {split} tokens for domain(s) {empty} (split too small for "
-                             f"one batch of {batch_size} x {lengths['targets']} tokens?)")
-  log_ppl = dict(zip(domains, (sums / counts).tolist()))
-  bpb = dict(zip(domains, (sums / (math.log(2) * np.maximum(nbytes, 1))).tolist()))
-  result = {
-      "model_dir": os.path.abspath(model_dir), "mixture_or_task_name": mixture_or_task_name,
-      "split": split, "log_perplexity": log_ppl, "tokens": dict(zip(domains, counts.tolist())),
-      "average_log_perplexity": float(np.mean(list(log_ppl.values()))),
-      "worst_log_perplexity": float(max(log_ppl.values())),
-      "worst_domain": max(log_ppl, key=log_ppl.get),
-      "bits_per_byte": bpb, "bytes": dict(zip(domains, nbytes.tolist())),
-      "average_bits_per_byte": float(np.mean(list(bpb.values()))),
-      "worst_bits_per_byte": float(max(bpb.values())),
-      "worst_bits_per_byte_domain": max(bpb, key=bpb.get),
-  }
+  heldout_ = heldout.HeldOut(lm, mesh, jax.tree.map(lambda x: x.sharding, abstract.params),
+                             rules, provider, domains, lengths, batch_size)
+  sums = heldout_.sums(params, heldout_.batches(split, max_batches_per_domain))
+  result = {"model_dir": os.path.abspath(model_dir),
+            "mixture_or_task_name": mixture_or_task_name,
+            **heldout_.metrics(*sums, split)}
+  log_ppl = result["log_perplexity"]
   if not all(math.isfinite(v) for v in log_ppl.values()):
     raise errors.DoremiError(f"non-finite log-perplexity for {model_dir}: {log_ppl}")
   if jax.process_index() == 0:

@@ -5,7 +5,7 @@ A run dir (``MODEL_DIR``) holds ``config.gin`` (the first start's operative conf
 ``train_summary.json`` when finished, ``eval_<split>.json`` per evaluation and, for a
 proxy, ``domain_weights.jsonl`` (the trajectory) and ``export/<name>.json`` (the averaged
 weights). An experiment dir holds ``pipeline.json``, ``round_<k>/{reference,proxy}``,
-``main/<arm>/seed_<s>``, ``arms/``, ``export/``, ``summary.json`` and ``report.md``.
+``main/[<size>/]<arm>/seed_<s>``, ``arms/``, ``export/``, ``summary.json`` and ``report.md``.
 """
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ def round_dir(experiment_dir: str, k: int) -> str:
   return os.path.join(experiment_dir, f"round_{k}")
 
 
-def main_run_dir(experiment_dir: str, arm: str, seed: int) -> str:
-  return os.path.join(experiment_dir, "main", arm, f"seed_{seed}")
+def main_run_dir(experiment_dir: str, arm: str, seed: int, size: str | None = None) -> str:
+  """``main/<arm>/seed_<s>``; with a ladder of main model sizes ``main/<size>/<arm>/...``."""
+  parts = ["main"] + ([size] if size else []) + [arm, f"seed_{seed}"]
+  return os.path.join(experiment_dir, *parts)
 
 
 def read_json(path: str) -> Any:

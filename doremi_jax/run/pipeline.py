@@ -13,11 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import gin
 import jax
-import numpy as np
+import seqio
 
-from doremi_jax import errors, mixture_files, mixtures
+from doremi_jax import errors, mixture_files, mixtures, unimax
 from doremi_jax.core import steps
-from doremi_jax.run import comparison, lock, paths, report
+from doremi_jax.data.prepared_source import PreparedDataSource
+from doremi_jax.run import comparison, config, ladder, lock, paths, report
 from doremi_jax.run import stages as stages_lib
 
 
@@ -43,9 +44,15 @@ def _check_experiment_dir(experiment_dir: str, fingerprint: dict[str, Any],
   paths.write_json(path, fingerprint)
 
 
+def _batch(batch_size: int | None) -> list[str]:
+  """A stage's own batch size (``pipeline.reference_batch_size``, ``proxy_batch_size``)."""
+  return [] if batch_size is None else [f"BATCH_SIZE = {int(batch_size)}"]
+
+
 def _rounds(stages, experiment_dir: str, baseline_mixture: str, baseline_rates, uniform_mixture,
             domains, rounds: int, tolerance, reference_steps: int, proxy_steps: int,
-            export_prefix: str) -> list[dict[str, Any]]:
+            export_prefix: str, reference_batch: list[str], proxy_batch: list[str]
+            ) -> list[dict[str, Any]]:
   """Iterated DoReMi: until the weights move less than ``tolerance`` (L1) or ``rounds``."""
   out: list[dict[str, Any]] = []
   reference_mixture, reference_files, previous = baseline_mixture, [], baseline_rates
@@ -53,11 +60,13 @@ def _rounds(stages, experiment_dir: str, baseline_mixture: str, baseline_rates, 
     round_dir = paths.round_dir(experiment_dir, k)
     ref_dir, proxy_dir = os.path.join(round_dir, "reference"), os.path.join(round_dir, "proxy")
     ref_summary = stages.train("runs/reference.gin", ref_dir, reference_steps,
-                               [f"BASELINE_MIXTURE = {reference_mixture!r}"], reference_files)
+                               [f"BASELINE_MIXTURE = {reference_mixture!r}", *reference_batch],
+                               reference_files)
     name = f"{export_prefix}_round{k}"
     summary = stages.train("runs/proxy.gin", proxy_dir, proxy_steps,
                            [f"UNIFORM_MIXTURE = {uniform_mixture!r}",
-                            f"REFERENCE_MODEL_DIR = {ref_dir!r}", f"EXPORT_NAME = {name!r}"])
+                            f"REFERENCE_MODEL_DIR = {ref_dir!r}", f"EXPORT_NAME = {name!r}",
+                            *proxy_batch])
     proxies = summary["proxies"]
     weights = proxies[0]["average_domain_weights"]
     change = mixtures.l1_distance(weights, previous, domains)
@@ -65,7 +74,10 @@ def _rounds(stages, experiment_dir: str, baseline_mixture: str, baseline_rates, 
                 "average_domain_weights": weights, "l1_change": change,
                 "export": proxies[0]["export"], "proxies": proxies,
                 "reference_seconds": ref_summary["wall_seconds"],
-                "proxy_seconds": summary["wall_seconds"]})
+                "proxy_seconds": summary["wall_seconds"], "reference_dir": ref_dir,
+                "proxy_model": summary["model"],
+                "flops": (ref_summary.get("estimated_flops") or 0.0)
+                + (summary.get("estimated_flops") or 0.0)})
     print(f"[pipeline] round {k}: L1 change of the weights {change:.4f}", flush=True)
     if tolerance is not None and change < tolerance:
       break
@@ -90,6 +102,25 @@ def _export_doremi_arms(experiment_dir: str, last_round: Mapping[str, Any], expo
   return arms
 
 
+def _unimax_arm(uniform_mixture: str, domains: Sequence[str], budget_tokens: int,
+                max_epochs: float) -> dict[str, tuple[str, dict[str, float], dict[str, Any]]]:
+  """UniMax (Chung et al. 2023): uniform over domains under a per-domain epoch cap, for the
+  main runs' token budget; needs each domain's train token count (prepared domains)."""
+  counts = {}
+  for task in seqio.get_subtasks(mixtures.provider(uniform_mixture)):
+    if not isinstance(task.source, PreparedDataSource):
+      raise errors.DoremiError(
+          f"the unimax arm needs each domain's token count; {task.name!r} is not prepared "
+          "(prepare the corpus with `doremi-corpus prepare`, or set pipeline.unimax_epochs = "
+          "None)")
+    counts[task.name] = task.source.corpus.token_counts("train")[task.source.domain]
+  weights = unimax.unimax_weights({d: counts[d] for d in domains}, budget_tokens, max_epochs)
+  return {"unimax": ("unimax", weights, {"method": "UniMax (Chung et al. 2023)",
+                                         "max_epochs": max_epochs,
+                                         "budget_tokens": budget_tokens,
+                                         "train_tokens": counts})}
+
+
 @gin.configurable(denylist=["stages"])
 def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
              baseline_mixture: str = gin.REQUIRED, uniform_mixture: str = gin.REQUIRED,
@@ -98,15 +129,24 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
              run_main: bool = True, export_prefix: str = "doremi",
              main_gin_files: Sequence[str] = (), overwrite: bool = False,
              seeds: Sequence[int] = (0,), extra_arms: Mapping[str, str] | None = None,
-             selection_split: str = "validation", report_split: str = "test"
-             ) -> dict[str, Any]:
+             selection_split: str = "validation", report_split: str = "test",
+             reference_batch_size: int | None = None, proxy_batch_size: int | None = None,
+             main_models: Mapping[str, str | None] | None = None,
+             eval_every: int | None = None, unimax_epochs: float | None = None,
+             control_domains: Sequence[str] = ()) -> dict[str, Any]:
   """Runs all stages; returns (and writes) ``summary.json``.
 
-  Main runs: arms ``natural`` (token counts), ``uniform``, the DoReMi mixture(s) and any
-  ``extra_arms`` ({arm: mixture name or weights JSON}), each with every seed of ``seeds``.
-  A sweep (several DoReMi settings) gives one arm per setting; the setting whose main
-  models do best on ``selection_split`` is exported as ``export_prefix``, and numbers are
-  reported on ``report_split`` (choices never look at it).
+  Main runs: arms ``natural`` (token counts), ``uniform``, ``unimax`` (with
+  ``unimax_epochs``), the DoReMi mixture(s) and any ``extra_arms`` ({arm: mixture name or
+  weights JSON}), each with every seed of ``seeds``, at every size of ``main_models``
+  ({label: model gin file, None for the experiment's model}; the first size trains every
+  arm, later ones the baselines and the chosen DoReMi arm). A sweep (several DoReMi
+  settings) gives one arm per setting; the setting whose main models do best on
+  ``selection_split`` (at the first size) is exported as ``export_prefix``, and numbers
+  are reported on ``report_split`` (choices never look at it). ``reference_batch_size``
+  and ``proxy_batch_size`` give those stages their own batch (default ``BATCH_SIZE``);
+  ``eval_every`` records main runs' learning curves (steps-to-target); ``control_domains``
+  (e.g. junk) are left out of the "learnable" average.
   """
   experiment_dir = os.path.abspath(experiment_dir)
   if len(steps.DoremiConfig().settings()) > 1 and rounds > 1:
@@ -118,37 +158,58 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   domains = mixtures.domain_names(uniform_mixture)
   if sorted(baseline_rates) != sorted(domains):
     raise errors.DoremiError(f"{baseline_mixture!r} and {uniform_mixture!r} have different domains")
+  unknown = sorted(set(control_domains) - set(domains))
+  if unknown:
+    raise errors.DoremiError(f"pipeline.control_domains names {unknown}, which are not "
+                             f"domains of {uniform_mixture!r} ({domains})")
+  learnable = [d for d in domains if d not in set(control_domains)] if control_domains else None
+  sizes = ladder.main_sizes(main_models)
   user_arms = stages_lib.load_arms(dict(extra_arms or {}), domains)
+  if unimax_epochs is not None and run_main:
+    budget = main_steps * config.bound_value("train.batch_size", 16) * _sequence_length()
+    user_arms.update(_unimax_arm(uniform_mixture, domains, budget, float(unimax_epochs)))
   # One live pipeline per experiment dir (each stage also locks its own MODEL_DIR).
   with lock.RunLock(experiment_dir, "experiment dir", enabled=jax.process_index() == 0):
     _check_experiment_dir(experiment_dir, stages_lib.fingerprint(stages.gin_files, stages.bindings),
                           overwrite)
     extra = stages_lib.arm_mixtures(experiment_dir, user_arms)
     rounds_out = _rounds(stages, experiment_dir, baseline_mixture, baseline_rates, uniform_mixture,
-                         domains, rounds, tolerance, reference_steps, proxy_steps, export_prefix)
+                         domains, rounds, tolerance, reference_steps, proxy_steps, export_prefix,
+                         _batch(reference_batch_size), _batch(proxy_batch_size))
     doremi_arms = _export_doremi_arms(experiment_dir, rounds_out[-1], export_prefix,
                                       len(rounds_out))
     result: dict[str, Any] = {
         "experiment_dir": experiment_dir, "domains": domains, "baseline_mixture": baseline_mixture,
         "baseline_weights": baseline_rates, "rounds": rounds_out, "doremi_arms": doremi_arms,
-        "tokenizer": mixtures.tokenizer_record(uniform_mixture), "seeds": list(seeds)}
-    selected = next(iter(doremi_arms))
+        "tokenizer": mixtures.tokenizer_record(uniform_mixture), "seeds": list(seeds),
+        "arm_weights": {a: w for a, (_, w, _) in user_arms.items() if w is not None}}
+    with_reference = [a for a, v in doremi_arms.items() if v["setting"].get("use_reference", True)]
+    selected = (with_reference or list(doremi_arms))[0]
     if run_main:
-      arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []),
-              **{a: (v["mixture"], [v["export"]["json"]]) for a, v in doremi_arms.items()},
-              **extra}
+      arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []), **extra,
+              **{a: (v["mixture"], [v["export"]["json"]]) for a, v in doremi_arms.items()}}
       splits = list(dict.fromkeys([selection_split, report_split]))
-      evals, main_seconds = stages_lib.main_runs(stages, experiment_dir, arms, seeds, main_steps,
-                                                 main_gin_files, uniform_mixture, splits)
-      result["cost_seconds"] = {
-          "reference_and_proxy": sum(r["reference_seconds"] + r["proxy_seconds"]
-                                     for r in rounds_out),
-          "main_run_median": float(np.median(main_seconds))}
-      comparisons = {split: comparison.compare_arms(evals[split]) for split in splits}
-      selected = comparison.best_arm(comparisons[selection_split], candidates=list(doremi_arms))
-      result.update({"main": evals, "comparison": comparisons, "selected_arm": selected,
+      cost = {"seconds": sum(r["reference_seconds"] + r["proxy_seconds"] for r in rounds_out),
+              "flops": sum(r["flops"] for r in rounds_out)}
+      reference_eval = stages.evaluate(rounds_out[-1]["reference_dir"], uniform_mixture,
+                                       report_split)
+      result["sizes"] = {}
+      for i, size in enumerate(sizes):
+        size_arms = arms if i == 0 else ladder.later_size_arms(arms, list(doremi_arms), selected)
+        files = list(main_gin_files) + ([size.model_gin] if size.model_gin else [])
+        runs = stages_lib.main_runs(stages, experiment_dir, size_arms, seeds, main_steps, files,
+                                    uniform_mixture, splits, size.label or None, eval_every)
+        analysis = ladder.analyse(runs, splits, report_split, reference_eval, cost, learnable)
+        if i == 0:
+          selected = comparison.best_arm(analysis["comparison"][selection_split],
+                                         candidates=with_reference or list(doremi_arms))
+          result.update({"main": runs.evals, "comparison": analysis["comparison"],
+                         "cost_seconds": {"reference_and_proxy": cost["seconds"],
+                                          "main_run_median": analysis["main_run_seconds_median"]}})
+        result["sizes"][size.label or "main"] = {"model_gin": size.model_gin, **analysis}
+      result.update({"selected_arm": selected, "doremi_cost": cost,
                      "selection": f"lowest mean average_bits_per_byte on {selection_split}",
-                     "report_split": report_split})
+                     "report_split": report_split, "learnable_domains": learnable})
     chosen = doremi_arms[selected]
     result["doremi_weights"] = chosen["weights"]
     result["export"] = (chosen["export"] if chosen["mixture"] == export_prefix else
@@ -159,3 +220,10 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
     paths.write_json(os.path.join(experiment_dir, paths.SUMMARY_FILE), result)
     result["report"] = report.write_report(experiment_dir, result)
     return result
+
+
+def _sequence_length() -> int:
+  lengths = config.bound_value("train.task_feature_lengths", {})
+  if not isinstance(lengths, Mapping) or not isinstance(lengths.get("targets"), int):
+    raise errors.DoremiError("the unimax arm needs TASK_FEATURE_LENGTHS = {'targets': N}")
+  return int(lengths["targets"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
 from typing import Any, Mapping, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 from doremi_jax import mixture_files, mixtures
 from doremi_jax.core import steps
 from doremi_jax.core import train_state as ts
-from doremi_jax.run import checkpoints, paths
+from doremi_jax.run import checkpoints, heldout, paths
 
 _SHARED_KEYS = ("domain_reference_loss", "tokens_per_second")
 _PER_PROXY_WEIGHT_KEYS = ("domain_weights", "average_domain_weights", "domain_excess")
@@ -32,8 +33,9 @@ class ProxyExtras:
   """The proxy's additions to a Trainer; set up once, before any output is written."""
 
   def __init__(self, model_dir: str, reference_model_dir: str, provider,
-               domains: Sequence[str], export_name: str | None):
+               domains: Sequence[str], export_name: str | None, batch_size: int):
     checkpoints.require_checkpoint(reference_model_dir)
+    warn_if_few_sequences(mixtures.mixture_rates(provider), batch_size)
     self.model_dir, self.reference_model_dir = model_dir, os.path.abspath(reference_model_dir)
     self.provider, self.domains = provider, list(domains)
     self.config = steps.DoremiConfig()
@@ -61,7 +63,7 @@ class ProxyExtras:
                                                        single_abstract.params)
     if write:
       path = paths.trajectory_file(self.model_dir)
-      _drop_rows_after(path, start_step)
+      heldout.drop_rows_after(path, start_step)
       self._trajectory = open(path, "a")
     return state
 
@@ -135,6 +137,7 @@ class ProxyExtras:
         "method": "DoReMi (Xie et al. 2023), average of domain weights over all proxy steps",
         "steps": train_steps, "step_size": setting.step_size, "smoothing": setting.smoothing,
         "estimator": setting.estimator, "objective": self.config.objective,
+        "use_reference": setting.use_reference,
         "proxy_mixture": self.provider.name, "proxy_run": self.model_dir,
         "reference_run": self.reference_model_dir,
         "tokenizer": mixtures.tokenizer_record(self.provider),
@@ -142,24 +145,25 @@ class ProxyExtras:
     }
 
 
-def _drop_rows_after(path: str, step: int) -> None:
-  """Drops the trajectory rows past ``step`` (and a half-written last row): a run killed
-  after logging them but before their checkpoint logs them again when it resumes."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = f.readlines()
-  keep = []
-  for line in lines:
-    try:
-      if line.endswith("\n") and json.loads(line)["step"] <= step:
-        keep.append(line)
-    except ValueError:
-      pass
-  if len(keep) < len(lines):
-    with open(path + ".tmp", "w") as f:
-      f.writelines(keep)
-    os.replace(path + ".tmp", path)
+MIN_SEQUENCES_PER_DOMAIN = 8
+
+
+def warn_if_few_sequences(rates: Mapping[str, float], batch_size: int,
+                          minimum: int = MIN_SEQUENCES_PER_DOMAIN) -> str | None:
+  """One warning line when the proxy's mixture gives some domain fewer than ``minimum``
+  sequences per step on average: its excess is then mostly sampling noise, and only a tiny
+  step size survives (the paper's proxy saw ~23 sequences of each domain per step)."""
+  low = {d: r * batch_size for d, r in rates.items() if r * batch_size < minimum}
+  if not low:
+    return None
+  fewest = min(low, key=low.get)
+  needed = int(math.ceil(minimum / rates[fewest]))
+  line = (f"warning: proxy batch {batch_size} gives {len(low)} domain(s) fewer than {minimum} "
+          f"sequences per step on average ({fewest}: {low[fewest]:.1f}); a batch of "
+          f"{needed} gives every domain {minimum} (pipeline.proxy_batch_size, or BATCH_SIZE "
+          "of the proxy run)")
+  print(line, file=sys.stderr, flush=True)
+  return line
 
 
 def _warn_if_collapsed(setting: steps.DoremiSetting, average: Mapping[str, float]) -> None:

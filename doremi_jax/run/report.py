@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from doremi_jax import tables  # noqa: E402
-from doremi_jax.run import comparison, paths  # noqa: E402
+from doremi_jax.run import comparison, paths, size_report  # noqa: E402
 from doremi_jax.run.comparison import short_names  # noqa: E402
 
 
@@ -78,8 +78,13 @@ def _weight_columns(result: dict[str, Any]) -> dict[str, dict[str, float]]:
   cols = {"natural": result["baseline_weights"]}
   if len(result["rounds"]) > 1:
     cols.update({f"round {r['round']}": r["average_domain_weights"] for r in result["rounds"]})
+  cols.update(result.get("arm_weights", {}))
   cols.update({arm: v["weights"] for arm, v in result["doremi_arms"].items()})
   return cols
+
+
+def _proxy_params(result: dict[str, Any]) -> int | None:
+  return result["rounds"][-1].get("proxy_model", {}).get("non_embedding_params")
 
 
 def summary_text(result: dict[str, Any]) -> str:
@@ -89,9 +94,9 @@ def summary_text(result: dict[str, Any]) -> str:
   rows = [[d] + [f"{cols[c][d]:.4f}" for c in cols] for d in domains]
   lines = ["", "domain weights:", tables.text(["domain", *cols], rows)]
   if "comparison" in result:
-    split = result["report_split"]
-    lines += ["", comparison.comparison_table(result["comparison"][split]),
-              f"DoReMi arm chosen on {result['selection']}: {result['selected_arm']}"]
+    for label, size in result["sizes"].items():
+      lines += size_report.text(label, size, result, _proxy_params(result))
+    lines += ["", f"DoReMi arm chosen on {result['selection']}: {result['selected_arm']}"]
   if result.get("report"):
     lines += ["", f"report: {result['report']}"]
   return "\n".join(lines)
@@ -127,15 +132,9 @@ def write_report(experiment_dir: str, result: dict[str, Any]) -> str:
                                       os.path.join(experiment_dir, "comparison.png"))
     md += [f"DoReMi arm chosen on {result['selection']}: **{result['selected_arm']}**. "
            f"Every number below is on the `{split}` split, which no choice looked at.", ""]
-    md += comparison.comparison_markdown(result["comparison"][split])
-    cost = result.get("cost_seconds")
-    if cost:
-      md += ["", f"DoReMi's extra cost: reference + proxy training took "
-             f"{cost['reference_and_proxy']:.0f} s, "
-             f"{cost['reference_and_proxy'] / cost['main_run_median']:.1f}x "
-             f"one main run ({cost['main_run_median']:.0f} s, median); at this scale the proxy "
-             "is as large as the main model, so DoReMi costs more than the run it tunes."]
     md += ["", f"![comparison]({os.path.basename(plot)})", ""]
+    for label, size in result["sizes"].items():
+      md += size_report.markdown(experiment_dir, label, size, result, _proxy_params(result))
   md += ["## Exports", ""] + [f"- {k}: `{os.path.relpath(v, experiment_dir)}`"
                               for k, v in result["export"].items()]
   path = os.path.join(experiment_dir, paths.REPORT_FILE)

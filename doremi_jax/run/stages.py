@@ -3,6 +3,7 @@ config (the stage's ``gin/runs/<stage>.gin`` + the experiment's files + stage bi
 so any stage can be re-run by hand with the ``config.gin`` it leaves behind."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import Any, Mapping, Sequence
@@ -10,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import gin
 
 from doremi_jax import errors, mixture_files, mixtures
-from doremi_jax.run import config, evaluate, paths, trainer
+from doremi_jax.run import config, evaluate, heldout, paths, trainer
 
 # (mixture name, exported mixtures to register first) per arm of the main runs.
 Arms = Mapping[str, tuple[str, Sequence[str]]]
@@ -65,7 +66,7 @@ def load_arms(extra_arms: Mapping[str, str], domains: Sequence[str]
   domains. Returns {arm: (mixture name or JSON path, weights or None, metadata)}."""
   out = {}
   for arm, spec in extra_arms.items():
-    if arm in ("natural", "uniform") or arm.startswith("doremi"):
+    if arm in ("natural", "uniform", "unimax") or arm.startswith("doremi"):
       raise errors.DoremiError(f"arm name {arm!r} is taken by a built-in arm; rename it")
     if not str(spec).endswith(".json"):
       rates = mixtures.mixture_rates(spec)
@@ -96,24 +97,40 @@ def arm_mixtures(experiment_dir: str, arms) -> dict[str, tuple[str, list[str]]]:
   return out
 
 
+@dataclasses.dataclass
+class MainRuns:
+  """Every arm x seed of one main model size: evaluations, learning curves and costs."""
+  evals: dict[str, dict[str, dict[str, Any]]]  # {split: {arm: {seed: evaluation}}}
+  curves: dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # {split: {arm: {seed: rows}}}
+  seconds: list[float]
+  flops: list[float]
+  model: dict[str, Any]  # the main model's config (with num_params) from a run's summary
+
+
 def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[int],
               main_steps: int, main_files: Sequence[str], uniform_mixture: str,
-              eval_splits: Sequence[str]) -> dict[str, Any]:
-  """Every arm x seed trained the same way, each evaluated on the same held-out sets.
-  Returns ``({split: {arm: {seed: eval}}}, [wall seconds of each main run])``."""
-  evals: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in eval_splits}
-  seconds = []
+              eval_splits: Sequence[str], size: str | None = None,
+              eval_every: int | None = None) -> MainRuns:
+  """Every arm x seed trained the same way, each evaluated on the same held-out sets (and,
+  with ``eval_every``, on a fixed subset of them every ``eval_every`` steps)."""
+  out = MainRuns({split: {} for split in eval_splits}, {split: {} for split in eval_splits},
+                 [], [], {})
+  curve = [f"train.eval_every = {int(eval_every)}"] if eval_every else []
   for arm, (mixture, modules) in arms.items():
     for seed in seeds:
-      main_dir = paths.main_run_dir(experiment_dir, arm, seed)
+      main_dir = paths.main_run_dir(experiment_dir, arm, seed, size)
       summary = stages.train("runs/main.gin", main_dir, main_steps,
-                             [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}"],
-                             modules, main_files)
-      seconds.append(summary["wall_seconds"])
+                             [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}",
+                              *curve], modules, main_files)
+      out.seconds.append(summary["wall_seconds"])
+      out.flops.append(summary.get("estimated_flops") or 0.0)
+      out.model = summary["model"]
       for split in eval_splits:
-        evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(
+        out.evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(
             main_dir, uniform_mixture, split)
-  return evals, seconds
+        if eval_every:
+          out.curves[split].setdefault(arm, {})[str(seed)] = heldout.read_curve(main_dir, split)
+  return out
 
 
 def fingerprint(gin_files: Sequence[str], bindings: Sequence[str]) -> dict[str, Any]:

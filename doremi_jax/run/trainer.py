@@ -19,14 +19,15 @@ import jax
 import numpy as np
 
 from doremi_jax import errors, mixtures
+from doremi_jax.core import flops, partitioning, steps
 from doremi_jax.core import model as model_lib
-from doremi_jax.core import partitioning, steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
 from doremi_jax.run import (
   checkpoints,
   config,
   fingerprint,
+  heldout,
   lock,
   metrics,
   paths,
@@ -53,6 +54,9 @@ class RunSettings:
   progress: bool = True
   export_name: str | None = None
   microbatches: int = 1
+  eval_every: int | None = None  # learning curves (``run/heldout.py``); None: none
+  curve_batches_per_domain: int = 4
+  curve_splits: tuple[str, ...] = ("validation", "test")
 
   def __post_init__(self):
     """Wrong types or ranges are one line before anything is written."""
@@ -64,6 +68,12 @@ class RunSettings:
     positive_int("train.checkpoint_every", self.checkpoint_every)
     positive_int("train.log_every", self.log_every)
     positive_int("train.microbatches", self.microbatches)
+    if self.eval_every is not None:
+      positive_int("train.eval_every", self.eval_every)
+      positive_int("train.curve_batches_per_domain", self.curve_batches_per_domain)
+      if self.kind != "plain":
+        raise errors.DoremiError("train.eval_every (learning curves) is for plain runs; "
+                                 "a proxy run logs its per-domain losses every log_every")
     if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
       raise errors.DoremiError(f"SEED must be an integer >= 0, got {self.seed!r}")
     length = dict(self.task_feature_lengths).get("targets")
@@ -98,7 +108,8 @@ class Trainer:
     seqio_input.check_vocabulary(self.provider, self.model_config.vocab_size)
     self.domains = mixtures.domain_names(self.provider)
     self.proxy = (ProxyExtras(run.model_dir, run.reference_model_dir, self.provider,
-                              self.domains, run.export_name) if run.kind == "proxy" else None)
+                              self.domains, run.export_name, run.batch_size)
+                  if run.kind == "proxy" else None)
     self.mesh = partitioning.make_mesh()
     rules = partitioning.logical_axis_rules()
     data_shards = partitioning.batch_size_divisor(self.mesh, rules)
@@ -147,6 +158,12 @@ class Trainer:
         run.batch_size, run.seed, self.start, steps.batch_shardings(self.mesh, rules))
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer,
                                         resumed_from=self.start if run.resume else None)
+    self.curves = None
+    if run.eval_every is not None:
+      held = heldout.HeldOut(lm, self.mesh, single_shardings.params, rules, self.provider,
+                             self.domains, run.task_feature_lengths, run.batch_size)
+      self.curves = heldout.Curves(held, run.model_dir, run.curve_splits,
+                                   run.curve_batches_per_domain, self.start, self.is_writer)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
 
   def do_step(self, step: int):
@@ -203,6 +220,8 @@ class Trainer:
             bar.set_postfix(loss=f"{float(np.mean(self.last['loss'])):.3f}",
                             tok_s=f"{float(self.last['tokens_per_second']):.0f}")
           bar.update(1)
+          if self.curves and (step % run.eval_every == 0 or step == run.train_steps):
+            self.curves.evaluate(step, self.state.params)
           saved = self.save(step, force=step == run.train_steps)
           if step < run.train_steps and stop.should_stop(sync_point=logged):
             if not saved:
@@ -216,6 +235,14 @@ class Trainer:
           self.proxy.close()
       return self.summary()
 
+  def _flops(self) -> float:
+    """All steps' estimated FLOPs (``core/flops.py``): a proxy sweep counts every proxy
+    and the one shared reference forward."""
+    cfg, tokens = self.model_config, self.run_settings.batch_size * self.seq_len
+    per_token = (flops.proxy_flops_per_token(cfg, self.seq_len, len(self.proxy.settings))
+                 if self.proxy else flops.train_flops_per_token(cfg, self.seq_len))
+    return float(per_token * tokens * self.run_settings.train_steps)
+
   def summary(self) -> dict[str, Any]:
     run, last = self.run_settings, self.last
     out: dict[str, Any] = {
@@ -223,7 +250,10 @@ class Trainer:
         "mixture_or_task_name": run.mixture_or_task_name, "domains": self.domains,
         "batch_size": run.batch_size, "sequence_length": self.seq_len, "seed": run.seed,
         "input": self.input_kind,
-        "model": {"num_params": self.model_config.num_params(), **self.model_config.__dict__},
+        "model": {"num_params": self.model_config.num_params(),
+                  "non_embedding_params": flops.non_embedding_params(self.model_config),
+                  **self.model_config.__dict__},
+        "estimated_flops": self._flops(),
         "final_loss": np.asarray(last["loss"]).tolist() if last else None,
         "tokens_per_second": float(last["tokens_per_second"]) if last else None,
         "wall_seconds": self.throughput.seconds(),
@@ -242,11 +272,16 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
           seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
           checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
           export_name: str | None = None, ignore_changes: Sequence[str] = (),
-          microbatches: int = 1) -> dict[str, Any]:
+          microbatches: int = 1, eval_every: int | None = None,
+          curve_batches_per_domain: int = 4) -> dict[str, Any]:
   """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi).
 
   ``microbatches``: the global batch is processed in that many micro-batches inside the one
   jitted step (exact gradient accumulation, for memory; see ``core/steps.py``).
+
+  ``eval_every``: every that many steps (and at the last), a plain run appends per-domain
+  metrics on the first ``curve_batches_per_domain`` batches of each held-out split to
+  ``curve_<split>.jsonl``: the learning curves behind steps-to-target.
 
   ``ignore_changes`` (``RESUME_IGNORE_CHANGES``): fingerprint entries allowed to differ
   from the run dir's record when resuming or reusing it (``run/fingerprint.py``)."""
@@ -260,7 +295,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
                              f"got {task_feature_lengths!r}")
   run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
                     kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
-                    log_every, progress, export_name, microbatches)
+                    log_every, progress, export_name, microbatches, eval_every=eval_every,
+                    curve_batches_per_domain=curve_batches_per_domain)
   with lock.RunLock(model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
     finished = check_model_dir(model_dir, resume)
     fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(mixture_or_task_name))
