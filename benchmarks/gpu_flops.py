@@ -7,6 +7,8 @@ import ast
 import os
 import re
 
+from doremi_jax.core import flops
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_MODELS = os.path.join(ROOT, "gin", "models")
 DATASHEET_TFLOPS = 989.0  # H100/H200 SXM dense bf16 without sparsity, NVIDIA's data sheet
@@ -39,23 +41,12 @@ def read_model_gin(name: str, vocab: int, models_dir: str = GIN_MODELS) -> dict:
     return parse_model_gin(f.read(), vocab)
 
 
-def matmul_params(cfg) -> int:
-  """N above: the weights one token's forward multiplies by."""
-  k = len(cfg.mlp_activation_names()) + 1
-  per_layer = 4 * cfg.emb_dim * cfg.num_heads * cfg.head_dim + k * cfg.emb_dim * cfg.mlp_dim
-  return cfg.num_layers * per_layer + cfg.vocab_size * cfg.emb_dim
-
-
-def attention_forward_flops(cfg, seq: int) -> int:
-  """A above: per token, QK^T and AV over all ``seq`` positions, every layer."""
-  return 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq
-
-
 def flops_per_token(cfg, seq: int, kind: str) -> int:
-  """Model FLOPs per trained token of a ``kind`` ("plain" | "proxy") step."""
-  n, a = matmul_params(cfg), attention_forward_flops(cfg, seq)
-  plain = 6 * n + 3 * a
-  return plain + 2 * n + a if kind == "proxy" else plain
+  """Model FLOPs per trained token of a ``kind`` ("plain" | "proxy") step: the project's
+  estimate (``doremi_jax.core.flops``), the FLOP_FORMULA above."""
+  if kind == "proxy":
+    return int(flops.proxy_flops_per_token(cfg, seq))
+  return int(flops.train_flops_per_token(cfg, seq))
 
 
 def throughput(median_s: float, batch: int, seq: int, fpt: int,

@@ -137,6 +137,8 @@ def _cases(base: Path) -> dict:
       "microbatches_indivisible": lambda: (train_cli.main, _train(
           base, new("d1"), "--gin.train.microbatches=3")),
       "seed_float": lambda: (train_cli.main, _train(base, new("e"), "--gin.SEED=1.5")),
+      "eval_every_zero": lambda: (train_cli.main, _train(
+          base, new("e1"), "--gin.train.eval_every=0")),
       "feature_lengths_list": lambda: (train_cli.main, _train(
           base, new("f"), "--gin.TASK_FEATURE_LENGTHS=[128]")),
       "sequence_length_mismatch": lambda: (train_cli.main, _train(

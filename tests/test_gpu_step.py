@@ -9,6 +9,7 @@ import sys
 import gin
 import pytest
 
+from doremi_jax.core import flops
 from doremi_jax.core import model as model_lib
 from doremi_jax.run import config
 
@@ -43,8 +44,8 @@ def test_model_values_read_without_gin_are_gins(name):
 def test_flops_per_token_at_120m():
   cfg = model_lib.TransformerConfig(**gpu_flops.read_model_gin("120m", 32000))
   # 12 layers x (4 x 768 x 768 attention + 3 x 768 x 2048 SwiGLU) + 32000 x 768 output
-  assert gpu_flops.matmul_params(cfg) == 12 * (2_359_296 + 4_718_592) + 24_576_000
-  assert gpu_flops.attention_forward_flops(cfg, 1024) == 4 * 12 * 12 * 64 * 1024
+  assert flops.matrix_params(cfg) == 12 * (2_359_296 + 4_718_592) + 24_576_000
+  assert flops.attention_forward_flops(cfg, 1024) == 4 * 12 * 12 * 64 * 1024
   plain, proxy = (gpu_flops.flops_per_token(cfg, 1024, k) for k in ("plain", "proxy"))
   assert plain == 770_310_144 and proxy == 1_027_080_192
   assert proxy / plain == pytest.approx(gpu_flops.PROXY_OVER_PLAIN_LIMIT)

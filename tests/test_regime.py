@@ -59,7 +59,8 @@ def test_flops_per_token_and_model_sizes():
   assert flops.non_embedding_params(small) >= 4 * flops.non_embedding_params(tiny)
   length = 128
   fwd = flops.forward_flops_per_token(tiny, length)
-  assert fwd == 2 * (tiny.num_params() - 2048 * 128) + 4 * 2 * length * 4 * 32
+  assert flops.matrix_params(tiny) == 2 * (4 * 128 * 128 + 3 * 128 * 512) + 2048 * 128
+  assert fwd == 2 * flops.matrix_params(tiny) + 4 * 2 * length * 4 * 32
   assert flops.train_flops_per_token(tiny, length) == 3 * fwd
   assert flops.proxy_flops_per_token(tiny, length, 3) == 3 * 3 * fwd + fwd
 
@@ -109,3 +110,26 @@ def test_curve_rows_past_a_checkpoint_are_dropped(tmp_path):
   path.write_text('{"step": 5}\n{"step": 10}\n{"step": 15}\n{"step": 2')
   heldout.drop_rows_after(str(path), 10)
   assert path.read_text() == '{"step": 5}\n{"step": 10}\n'
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("pipeline.control_domains=['nope']", "pipeline.control_domains names ['nope'], which are "
+     "not domains of 'synthetic_uniform'"),
+    ("pipeline.unimax_epochs=1.0", "the unimax arm needs each domain's token count; "
+     "'synthetic_markov1' is not prepared"),
+    ("pipeline.main_models=['models/tiny.gin']", "pipeline.main_models must map a size label"),
+])
+def test_pipeline_refuses_bad_regime_settings_in_one_line(tmp_path, capsys, binding, message):
+  import gin
+
+  from doremi_jax import pipeline as pipeline_cli
+  out = tmp_path / "exp"
+  with pytest.raises(SystemExit) as exit_info:
+    try:
+      pipeline_cli.main(["--gin_file=experiments/synthetic.gin", f"--gin.{binding}",
+                         f"--gin.pipeline.experiment_dir='{out}'"])
+    finally:
+      gin.clear_config()
+  err = capsys.readouterr().err.strip()
+  assert exit_info.value.code == 2 and err.startswith(f"error: {message}") and "\n" not in err
+  assert not out.exists()  # refused before anything was written

@@ -11,10 +11,18 @@ from doremi_jax.core.model import TransformerConfig
 
 
 def matrix_params(cfg: TransformerConfig) -> int:
-  """Parameters that take part in a matrix product (all but the input embedding table;
-  with tied embeddings the table is the output layer and counts)."""
-  lookup = 0 if cfg.tied_embeddings else cfg.vocab_size * cfg.emb_dim
-  return cfg.num_params() - lookup
+  """The weights one token's forward multiplies by: every block matrix and the output
+  layer (counted once, tied or not); the input embedding is a lookup, norms are ignored."""
+  mlp_matrices = len(cfg.mlp_activation_names()) + 1
+  per_layer = (4 * cfg.emb_dim * cfg.num_heads * cfg.head_dim
+               + mlp_matrices * cfg.emb_dim * cfg.mlp_dim)
+  return cfg.num_layers * per_layer + cfg.vocab_size * cfg.emb_dim
+
+
+def attention_forward_flops(cfg: TransformerConfig, length: int) -> int:
+  """QK^T and AV over all ``length`` positions, every layer (causal masking not
+  subtracted: XLA computes the full products)."""
+  return 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * length
 
 
 def non_embedding_params(cfg: TransformerConfig) -> int:
@@ -24,8 +32,7 @@ def non_embedding_params(cfg: TransformerConfig) -> int:
 
 
 def forward_flops_per_token(cfg: TransformerConfig, length: int) -> float:
-  attention = 4 * cfg.num_layers * length * cfg.num_heads * cfg.head_dim
-  return float(2 * matrix_params(cfg) + attention)
+  return float(2 * matrix_params(cfg) + attention_forward_flops(cfg, length))
 
 
 def train_flops_per_token(cfg: TransformerConfig, length: int) -> float:

@@ -145,7 +145,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   ``selection_split`` (at the first size) is exported as ``export_prefix``, and numbers
   are reported on ``report_split`` (choices never look at it). ``reference_batch_size``
   and ``proxy_batch_size`` give those stages their own batch (default ``BATCH_SIZE``);
-  ``eval_every`` records main runs' learning curves (steps-to-target); ``control_domains``
+  ``eval_every`` records main runs' learning curves on ``report_split`` (steps-to-target;
+  no choice looks at them); ``control_domains``
   (e.g. junk) are left out of the "learnable" average.
   """
   experiment_dir = os.path.abspath(experiment_dir)
@@ -198,7 +199,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
         size_arms = arms if i == 0 else ladder.later_size_arms(arms, list(doremi_arms), selected)
         files = list(main_gin_files) + ([size.model_gin] if size.model_gin else [])
         runs = stages_lib.main_runs(stages, experiment_dir, size_arms, seeds, main_steps, files,
-                                    uniform_mixture, splits, size.label or None, eval_every)
+                                    uniform_mixture, splits, size.label or None, eval_every,
+                                    report_split)
         analysis = ladder.analyse(runs, splits, report_split, reference_eval, cost, learnable)
         if i == 0:
           selected = comparison.best_arm(analysis["comparison"][selection_split],

@@ -110,12 +110,13 @@ class MainRuns:
 def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[int],
               main_steps: int, main_files: Sequence[str], uniform_mixture: str,
               eval_splits: Sequence[str], size: str | None = None,
-              eval_every: int | None = None) -> MainRuns:
+              eval_every: int | None = None, curve_split: str = "test") -> MainRuns:
   """Every arm x seed trained the same way, each evaluated on the same held-out sets (and,
-  with ``eval_every``, on a fixed subset of them every ``eval_every`` steps)."""
+  with ``eval_every``, on a fixed subset of ``curve_split`` every ``eval_every`` steps)."""
   out = MainRuns({split: {} for split in eval_splits}, {split: {} for split in eval_splits},
                  [], [], {})
-  curve = [f"train.eval_every = {int(eval_every)}"] if eval_every else []
+  curve = ([f"train.eval_every = {int(eval_every)}", f"train.curve_splits = {[curve_split]!r}"]
+           if eval_every else [])
   for arm, (mixture, modules) in arms.items():
     for seed in seeds:
       main_dir = paths.main_run_dir(experiment_dir, arm, seed, size)
@@ -128,7 +129,7 @@ def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[i
       for split in eval_splits:
         out.evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(
             main_dir, uniform_mixture, split)
-        if eval_every:
+        if eval_every and split == curve_split:
           out.curves[split].setdefault(arm, {})[str(seed)] = heldout.read_curve(main_dir, split)
   return out
 

@@ -55,8 +55,8 @@ class RunSettings:
   export_name: str | None = None
   microbatches: int = 1
   eval_every: int | None = None  # learning curves (``run/heldout.py``); None: none
-  curve_batches_per_domain: int = 4
-  curve_splits: tuple[str, ...] = ("validation", "test")
+  curve_batches_per_domain: int = 2
+  curve_splits: tuple[str, ...] = ("test",)
 
   def __post_init__(self):
     """Wrong types or ranges are one line before anything is written."""
@@ -273,15 +273,16 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
           checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
           export_name: str | None = None, ignore_changes: Sequence[str] = (),
           microbatches: int = 1, eval_every: int | None = None,
-          curve_batches_per_domain: int = 4) -> dict[str, Any]:
+          curve_batches_per_domain: int = 2,
+          curve_splits: Sequence[str] = ("test",)) -> dict[str, Any]:
   """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi).
 
   ``microbatches``: the global batch is processed in that many micro-batches inside the one
   jitted step (exact gradient accumulation, for memory; see ``core/steps.py``).
 
   ``eval_every``: every that many steps (and at the last), a plain run appends per-domain
-  metrics on the first ``curve_batches_per_domain`` batches of each held-out split to
-  ``curve_<split>.jsonl``: the learning curves behind steps-to-target.
+  metrics on the first ``curve_batches_per_domain`` batches of each split of
+  ``curve_splits`` to ``curve_<split>.jsonl``: the learning curves behind steps-to-target.
 
   ``ignore_changes`` (``RESUME_IGNORE_CHANGES``): fingerprint entries allowed to differ
   from the run dir's record when resuming or reusing it (``run/fingerprint.py``)."""
@@ -296,7 +297,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
   run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
                     kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
                     log_every, progress, export_name, microbatches, eval_every=eval_every,
-                    curve_batches_per_domain=curve_batches_per_domain)
+                    curve_batches_per_domain=curve_batches_per_domain,
+                    curve_splits=tuple(curve_splits))
   with lock.RunLock(model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
     finished = check_model_dir(model_dir, resume)
     fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(mixture_or_task_name))
