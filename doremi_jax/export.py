@@ -28,5 +28,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
   return paths
 
 
+def console_main() -> None:
+  main()
+
+
 if __name__ == "__main__":
   main()
