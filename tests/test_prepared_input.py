@@ -72,6 +72,26 @@ def test_gin_entry_registers_the_prepared_corpus(corpus):
     gin.clear_config()
 
 
+def test_prepared_gin_alone_configures_the_pipeline(corpus):
+  """prepared.gin plus PREPARED_DIR leaves no pipeline value unset (configured as the
+  pipeline CLI does, stopping before any stage), and its two mixtures share domains."""
+  import gin  # pylint: disable=g-import-not-at-top
+
+  from doremi_jax import mixtures  # pylint: disable=g-import-not-at-top
+  from doremi_jax.run import config, pipeline, stages  # pylint: disable=g-import-not-at-top
+  try:
+    runner = stages.Stages(["experiments/prepared.gin"], [
+        f"PREPARED_DIR = '{corpus.root}'", "VOCAB_SIZE = 259", f"SEQUENCE_LENGTH = {LEN}"], "")
+    runner.configure("runs/base.gin", ["MODEL_DIR = ''", "TRAIN_STEPS = 1",
+                                       "MIXTURE_OR_TASK_NAME = ''"])
+    assert config.missing_required(pipeline.pipeline) == []
+    baseline = config.bound_value("pipeline.baseline_mixture", None)
+    uniform = config.bound_value("pipeline.uniform_mixture", None)
+    assert (baseline, uniform) == ("prepared_natural", "prepared_uniform")
+    assert sorted(mixtures.mixture_rates(baseline)) == mixtures.domain_names(uniform)
+  finally:
+    gin.clear_config()
+
 def test_batches_are_a_pure_function_of_seed_and_step(corpus):
   weights = corpus.natural_weights()
   a = grain_input.MixtureInput(corpus, weights, 16, seed=3)
