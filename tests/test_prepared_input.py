@@ -46,10 +46,18 @@ def test_registered_tasks_yield_the_prepared_sequences(corpus):
   assert natural == pytest.approx({f"prep_{d}": w for d, w in corpus.natural_weights().items()})
   assert set(mixtures.mixture_rates("prep_uniform").values()) == {0.25}
   import glob  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
 
   from doremi_jax import mixture_files  # pylint: disable=g-import-not-at-top
-  pattern = mixture_files._domain_path("prep_grammar")  # pylint: disable=protected-access
-  assert sorted(glob.glob(pattern)) == corpus.shard_paths("grammar", "train")
+  with tempfile.TemporaryDirectory() as out:  # MaxText's mixture: each domain's shards
+    files = mixture_files.write_exports(out, "prep_mix", natural, {})
+    with open(files["maxtext"]) as f:
+      maxtext = json.load(f)
+  assert {k: v["weight"] for k, v in maxtext.items()} == pytest.approx(natural)
+  for domain in corpus.domains:
+    pattern = maxtext[f"prep_{domain}"]["path"]
+    assert sorted(glob.glob(pattern)) == corpus.shard_paths(domain, "train")
 
 
 def test_gin_entry_registers_the_prepared_corpus(corpus):
