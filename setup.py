@@ -21,13 +21,15 @@ setuptools.setup(
         "sentencepiece", "zstandard", "pyyaml", "scipy", "apache-beam", "grain", "array_record",
     ],
     extras_require={"test": ["pytest", "hypothesis"], "lint": ["ruff"]},
+    # Console scripts run sys.exit(target()): each target is a console_main that returns
+    # None, so success exits 0 (main() returns its result dict for in-process callers).
     entry_points={
         "console_scripts": [
             "doremi-train=doremi_jax.train:console_main",
             "doremi-pipeline=doremi_jax.pipeline:console_main",
-            "doremi-eval=doremi_jax.evaluate:main",
-            "doremi-corpus=doremi_jax.corpus:main",
-            "doremi-export=doremi_jax.export:main",
+            "doremi-eval=doremi_jax.evaluate:console_main",
+            "doremi-corpus=doremi_jax.corpus:console_main",
+            "doremi-export=doremi_jax.export:console_main",
             "doremi-compile-check=doremi_jax.compile_check:console_main",
         ],
     },

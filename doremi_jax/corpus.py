@@ -156,5 +156,9 @@ def main(argv: Sequence[str] | None = None) -> None:
           args.sample_chars)
 
 
+def console_main() -> None:
+  main()
+
+
 if __name__ == "__main__":
   main()

@@ -41,5 +41,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   return result
 
 
+def console_main() -> None:
+  main()
+
+
 if __name__ == "__main__":
   main()

@@ -4,11 +4,13 @@
 
 The weights JSON (a proxy run's, or one written by the pipeline) carries its domains'
 registration specs, so this works in a fresh process; data paths are resolved under
-``$DOREMI_DATA_ROOT`` (default: the cache root).
+``$DOREMI_DATA_ROOT`` (default: the cache root). A mixture with streamed (not prepared)
+domains gets every format but MaxText's, and one ``warning:`` line saying so.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from doremi_jax import errors, mixture_files
@@ -25,7 +27,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
   paths = mixture_files.write_formats(args.weights_json, args.out, args.name)
   for fmt, path in paths.items():
     print(f"{fmt:8s} {path}")
+  if "maxtext" not in paths:
+    streamed = mixture_files.streamed_domains(mixture_files.load_weights(args.weights_json)[0])
+    print(f"warning: {mixture_files.maxtext_needs_prepared(streamed)}", file=sys.stderr,
+          flush=True)
   return paths
+
+
+def console_main() -> None:
+  main()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
   * ``<name>.py``            ``import``-ing it registers SeqIO Mixture ``<name>`` (and its domains)
   * ``<name>.gin``           binds ``MIXTURE_OR_TASK_NAME`` and imports the module
   * ``<name>.doremi.json``   the reference implementation's train/eval weights format
-  * ``<name>.maxtext.json``  MaxText grain mixture ``{domain: {"path", "weight"}}``
+  * ``<name>.maxtext.json``  MaxText grain mixture ``{domain: {"path", "weight"}}``, only
+                             when every domain is prepared (MaxText reads shard files)
 
 The weights JSON carries the domains' registration specs (``mixtures.record_spec``), so
 the other formats can be written, and the mixture registered, in any process.
@@ -25,6 +26,7 @@ doremi_jax.import_tensorflow_quietly()  # TF's start-up lines would precede one-
 import seqio  # noqa: E402
 
 from doremi_jax import errors, mixtures, storage  # noqa: E402
+from doremi_jax.data.prepared_source import prepared_source  # noqa: E402
 
 FORMATS = {"json": ".json", "module": ".py", "gin": ".gin", "doremi": ".doremi.json",
            "maxtext": ".maxtext.json"}
@@ -85,16 +87,30 @@ def _module_source(name: str, weights: Mapping[str, float], specs: list,
 
 
 def _domain_path(task_name: str) -> str:
-  """A data path for formats that want files (MaxText); ``seqio:<task>`` when none."""
-  pattern = getattr(seqio.TaskRegistry.get(task_name).source, "_split_to_filepattern", None)
-  if isinstance(pattern, Mapping) and "train" in pattern:
-    return str(pattern["train"])
-  return f"seqio:{task_name}"
+  """A prepared domain's train shard pattern (what MaxText's grain mixture reads)."""
+  source = prepared_source(seqio.TaskRegistry.get(task_name))
+  return str(source.corpus.shard_pattern(source.domain, "train"))
+
+
+def streamed_domains(weights: Mapping[str, float]) -> list[str]:
+  """Domains without prepared shards: MaxText has no files to read for them, so their
+  mixture gets no MaxText file (a made-up path would fail only inside MaxText)."""
+  return sorted(t for t in weights if prepared_source(seqio.TaskRegistry.get(t)) is None)
+
+
+def maxtext_needs_prepared(streamed: list[str]) -> str:
+  """The line saying why a mixture has no MaxText file and what to do."""
+  listed = ", ".join(streamed[:4]) + (" ..." if len(streamed) > 4 else "")
+  return (f"no MaxText mixture written: {len(streamed)} domain(s) are streamed, not prepared "
+          f"({listed}); MaxText reads prepared shards: prepare the corpus first "
+          "(doremi-corpus prepare --source=... --out=DIR), train on it "
+          "(experiments/prepared.gin) and export again")
 
 
 def write_formats(weights_json: str, out_dir: str | None = None, name: str | None = None,
                   overwrite: bool = True) -> dict[str, str]:
-  """Every format from one weights JSON (into its folder unless ``out_dir``); returns paths."""
+  """Every format from one weights JSON (into its folder unless ``out_dir``); returns the
+  paths written: no ``maxtext`` when a domain is streamed (``streamed_domains``)."""
   weights, metadata = load_weights(weights_json)
   with open(weights_json) as f:
     name = name or json.load(f).get("name")
@@ -114,9 +130,14 @@ def write_formats(weights_json: str, out_dir: str | None = None, name: str | Non
               f"MIXTURE_OR_TASK_NAME = {name!r}\n"),
       "doremi": json.dumps({"train_domain_weights": weights, "eval_domain_weights":
                             {k: 1.0 / len(weights) for k in weights}}, indent=2) + "\n",
-      "maxtext": json.dumps({k: {"path": _domain_path(k), "weight": v}
-                             for k, v in weights.items()}, indent=2) + "\n",
   }
+  if streamed_domains(weights):
+    del paths["maxtext"]
+    if os.path.exists(os.path.join(out_dir, name + FORMATS["maxtext"])):
+      os.remove(os.path.join(out_dir, name + FORMATS["maxtext"]))  # an earlier export's
+  else:
+    texts["maxtext"] = json.dumps({k: {"path": _domain_path(k), "weight": v}
+                                   for k, v in weights.items()}, indent=2) + "\n"
   for fmt, text in texts.items():
     storage.write_atomic(paths[fmt], text)
   return paths

@@ -115,6 +115,18 @@ def _bad_line_corpus(base: Path) -> Path:
   return src
 
 
+def _no_text_module(base: Path) -> str:
+  """A user's module registering a domain whose source yields no 'text' field."""
+  path = base / "user_no_text.py"
+  path.write_text(
+      "import seqio\nimport tensorflow as tf\nfrom doremi_jax.data import domains\n"
+      "def docs(split, shuffle_files, seed=None):\n"
+      "  return tf.data.Dataset.from_tensor_slices({'content': ['a document'] * 64})\n"
+      "domains.register_domain_task('user_no_text', seqio.FunctionDataSource(\n"
+      "    docs, splits=['train', 'validation', 'test']), seqio.ByteVocabulary())\n")
+  return str(path)
+
+
 def _cases(base: Path) -> dict:
   """case -> (CLI main, argv); built lazily so each case makes only its own files."""
   new = lambda name: base / "new" / name  # noqa: E731
@@ -181,6 +193,9 @@ def _cases(base: Path) -> dict:
               base, "w_unknown", {"prepared_no_such_domain": 0.5, "prepared_constant": 0.5})))),
       "module_sum": lambda: (train_cli.main, _train(
           base, new("t"), f"--gin.TASK_MODULES=['{_edited_module(base)}']")),
+      "source_without_text": lambda: (train_cli.main, _train(
+          base, new("y"), f"--gin.TASK_MODULES=['{_no_text_module(base)}']",
+          "--gin.BASELINE_MIXTURE='user_no_text'")),
       "prepare_unknown_source": lambda: (corpus_cli.main, [
           "prepare", "--source=foo:/x", "--tokenizer=bytes", f"--out={new('u')}"]),
       "prepare_out_inside_source": lambda: (corpus_cli.main, [

@@ -9,6 +9,7 @@ import pytest
 import seqio
 
 from doremi_jax import errors, mixture_files, mixtures
+from doremi_jax import export as export_cli
 from doremi_jax.tasks import synthetic
 
 synthetic.register_synthetic()
@@ -38,11 +39,24 @@ def test_reference_implementation_format(paths):
   assert weights == pytest.approx(WEIGHTS)
 
 
-def test_maxtext_format(paths):
-  with open(paths["maxtext"]) as f:
-    payload = json.load(f)
-  assert {k: v["weight"] for k, v in payload.items()} == pytest.approx(WEIGHTS)
-  assert all(v["path"] for v in payload.values())
+def test_no_maxtext_file_over_streamed_domains(paths):
+  """The synthetic domains are streamed: MaxText would get made-up paths, so no file (the
+  MaxText file of a prepared mixture: tests/test_prepared_input.py)."""
+  assert "maxtext" not in paths and set(paths) == set(mixture_files.FORMATS) - {"maxtext"}
+  assert not os.path.exists(paths["json"].replace(".json", ".maxtext.json"))
+  assert mixture_files.streamed_domains(WEIGHTS) == sorted(WEIGHTS)
+
+
+def test_export_cli_warns_once_and_writes_the_rest(paths, tmp_path, capsys):
+  stale = tmp_path / "out" / "test_mix.maxtext.json"
+  stale.parent.mkdir()
+  stale.write_text("{}")  # an earlier export's MaxText file would now be wrong
+  written = export_cli.main([paths["json"], "--out", str(tmp_path / "out")])
+  assert set(written) == set(paths) and all(os.path.isfile(p) for p in written.values())
+  assert not stale.exists()
+  err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+  assert len(err) == 1 and err[0].startswith("warning: no MaxText mixture written: 4 domain(s)")
+  assert "doremi-corpus prepare" in err[0]
 
 
 def test_module_registers_mixture(paths):

@@ -70,8 +70,12 @@ def test_pipeline_outputs(experiment):
   for name in ("report.md", "domain_weights.png", "domain_weights_trajectory.png",
                "comparison.png", "export/synthetic_doremi.json",
                "export/synthetic_doremi.py", "export/synthetic_doremi.gin",
-               "export/synthetic_doremi.doremi.json", "export/synthetic_doremi.maxtext.json"):
+               "export/synthetic_doremi.doremi.json"):
     assert os.path.exists(os.path.join(out, name)), name
+  # Streamed domains: no MaxText file with made-up paths; the report says why.
+  assert not os.path.exists(os.path.join(out, "export/synthetic_doremi.maxtext.json"))
+  with open(os.path.join(out, "report.md")) as f:
+    assert "- maxtext: no MaxText mixture written" in f.read()
   assert "natural" in proc.stdout and "uniform" in proc.stdout and "report:" in proc.stdout
   assert os.listdir(os.path.join(out, "main", "doremi", "seed_1", "tensorboard"))
 

@@ -46,10 +46,18 @@ def test_registered_tasks_yield_the_prepared_sequences(corpus):
   assert natural == pytest.approx({f"prep_{d}": w for d, w in corpus.natural_weights().items()})
   assert set(mixtures.mixture_rates("prep_uniform").values()) == {0.25}
   import glob  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
 
   from doremi_jax import mixture_files  # pylint: disable=g-import-not-at-top
-  pattern = mixture_files._domain_path("prep_grammar")  # pylint: disable=protected-access
-  assert sorted(glob.glob(pattern)) == corpus.shard_paths("grammar", "train")
+  with tempfile.TemporaryDirectory() as out:  # MaxText's mixture: each domain's shards
+    files = mixture_files.write_exports(out, "prep_mix", natural, {})
+    with open(files["maxtext"]) as f:
+      maxtext = json.load(f)
+  assert {k: v["weight"] for k, v in maxtext.items()} == pytest.approx(natural)
+  for domain in corpus.domains:
+    pattern = maxtext[f"prep_{domain}"]["path"]
+    assert sorted(glob.glob(pattern)) == corpus.shard_paths(domain, "train")
 
 
 def test_gin_entry_registers_the_prepared_corpus(corpus):
@@ -71,6 +79,26 @@ def test_gin_entry_registers_the_prepared_corpus(corpus):
   finally:
     gin.clear_config()
 
+
+def test_prepared_gin_alone_configures_the_pipeline(corpus):
+  """prepared.gin plus PREPARED_DIR leaves no pipeline value unset (configured as the
+  pipeline CLI does, stopping before any stage), and its two mixtures share domains."""
+  import gin  # pylint: disable=g-import-not-at-top
+
+  from doremi_jax import mixtures  # pylint: disable=g-import-not-at-top
+  from doremi_jax.run import config, pipeline, stages  # pylint: disable=g-import-not-at-top
+  try:
+    runner = stages.Stages(["experiments/prepared.gin"], [
+        f"PREPARED_DIR = '{corpus.root}'", "VOCAB_SIZE = 259", f"SEQUENCE_LENGTH = {LEN}"], "")
+    runner.configure("runs/base.gin", ["MODEL_DIR = ''", "TRAIN_STEPS = 1",
+                                       "MIXTURE_OR_TASK_NAME = ''"])
+    assert config.missing_required(pipeline.pipeline) == []
+    baseline = config.bound_value("pipeline.baseline_mixture", None)
+    uniform = config.bound_value("pipeline.uniform_mixture", None)
+    assert (baseline, uniform) == ("prepared_natural", "prepared_uniform")
+    assert sorted(mixtures.mixture_rates(baseline)) == mixtures.domain_names(uniform)
+  finally:
+    gin.clear_config()
 
 def test_batches_are_a_pure_function_of_seed_and_step(corpus):
   weights = corpus.natural_weights()

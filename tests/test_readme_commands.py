@@ -34,6 +34,8 @@ NOT_RUN = {
         "minutes each at these sizes; tests/test_compile_check.py runs it on 8 devices",
     "python benchmarks/pod_fit.py": "the compile checks above, ~15 minutes with libtpu",
     "python -m doremi_jax.pipeline --gin_file=experiments/demo.gin": "make demo",
+    "python -m doremi_jax.pipeline --gin_file=experiments/prepared.gin":
+        "500-step stages; test_prepared_input configures it as the pipeline CLI does",
     "doremi-pipeline --gin_file=experiments/synthetic.gin":
         "the console script of the pipeline command run here; test_wheel runs console scripts",
 }

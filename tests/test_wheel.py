@@ -58,7 +58,7 @@ def test_wheel_files(wheel):
   assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
   entry_points = zipfile.ZipFile(wheel).read("doremi_jax-0.1.0.dist-info/entry_points.txt")
   assert b"doremi-pipeline = doremi_jax.pipeline:console_main" in entry_points
-  assert b"doremi-export = doremi_jax.export:main" in entry_points
+  assert b"doremi-export = doremi_jax.export:console_main" in entry_points
 
 
 def test_cli_runs_from_outside_the_repo(installed, tmp_path):

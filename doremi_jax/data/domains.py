@@ -14,6 +14,7 @@ import functools
 from typing import Callable
 
 import doremi_jax
+from doremi_jax import errors
 
 doremi_jax.import_tensorflow_quietly()
 import seqio  # noqa: E402
@@ -63,13 +64,35 @@ def pack_within_domain(dataset: tf.data.Dataset, sequence_length, output_feature
   return ds.map(lambda t: {TARGETS_KEY: t, DOMAIN_KEY: tf.constant(domain)})
 
 
+def _is_text(spec) -> bool:
+  """A string per example (a scalar, or of unknown rank as a generator may declare it)."""
+  return (isinstance(spec, tf.TensorSpec) and spec.dtype == tf.string
+          and spec.shape.rank in (0, None))
+
+
+def as_documents(dataset: tf.data.Dataset, task: str, text_key: str) -> tf.data.Dataset:
+  """Lines of text (``seqio.TextLineDataSource``: one document a line) become
+  ``{text_key: line}``; a source that yields neither fails with one line, before tf.data
+  would raise a TypeError from inside the tokenizer's traced map."""
+  spec = dataset.element_spec
+  if _is_text(spec):
+    return dataset.map(lambda line: {text_key: line})
+  if isinstance(spec, dict) and _is_text(spec.get(text_key)):
+    return dataset
+  got = sorted(spec) if isinstance(spec, dict) else spec
+  raise errors.DoremiError(
+      f"domain task {task!r}: its source must yield {{{text_key!r}: <string>}} examples (or "
+      f"lines of text), got {got}; pass text_key= or tokenized=True to register_domain_task")
+
+
 def register_domain_task(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary,
                          tokenized: bool = False, replace: bool = True,
                          text_key: str = "text") -> seqio.Task:
   """Registers one domain as a Task over a pre-tokenized source or a text source whose
-  documents sit in field ``text_key``."""
+  documents sit in field ``text_key`` (or are its lines, as a ``TextLineDataSource``'s)."""
   pre: list[Callable] = []
   if not tokenized:
+    pre.append(functools.partial(as_documents, task=name, text_key=text_key))
     if text_key != "text":
       pre.append(functools.partial(seqio.preprocessors.rekey, key_map={"text": text_key}))
     pre.append(tokenize_text)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from doremi_jax import tables  # noqa: E402
+from doremi_jax import mixture_files, tables  # noqa: E402
 from doremi_jax.run import comparison, paths, size_report  # noqa: E402
 from doremi_jax.run.comparison import short_names  # noqa: E402
 
@@ -137,6 +137,9 @@ def write_report(experiment_dir: str, result: dict[str, Any]) -> str:
       md += size_report.markdown(experiment_dir, label, size, result, _proxy_params(result))
   md += ["## Exports", ""] + [f"- {k}: `{os.path.relpath(v, experiment_dir)}`"
                               for k, v in result["export"].items()]
+  if "maxtext" not in result["export"]:  # streamed domains: MaxText has no files to read
+    streamed = mixture_files.streamed_domains(result["doremi_weights"])
+    md += [f"- maxtext: {mixture_files.maxtext_needs_prepared(streamed)}"]
   path = os.path.join(experiment_dir, paths.REPORT_FILE)
   with open(path, "w") as f:
     f.write("\n".join(md) + "\n")
