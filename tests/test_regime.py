@@ -28,6 +28,12 @@ def test_reference_free_update_equals_doremi_with_zero_reference_loss():
     np.testing.assert_allclose(value, fx.flat(zero_ref.params)[name], rtol=1e-6, atol=1e-7)
   # The ablation's excess is the proxy's own loss: positive for every domain present.
   assert np.all(np.asarray(ablation_metrics["domain_excess"]) > 0)
+  # DoremiConfig.average_start reaches the step: within it the average is the iterate.
+  later = steps._proxy_update(rig.model, rig.optimizer, fx.K, "domain_mean", 1, average_start=1)
+  with jax.set_mesh(rig.mesh):
+    _, metrics = later(rig.init(), reference_tl, micro, *args, jnp.float32(1.0))
+  np.testing.assert_allclose(metrics["average_domain_weights"], metrics["domain_weights"])
+  assert not np.allclose(zero_metrics["average_domain_weights"], zero_metrics["domain_weights"])
 
 
 def test_use_reference_settings_and_tags():
@@ -133,3 +139,22 @@ def test_pipeline_refuses_bad_regime_settings_in_one_line(tmp_path, capsys, bind
   err = capsys.readouterr().err.strip()
   assert exit_info.value.code == 2 and err.startswith(f"error: {message}") and "\n" not in err
   assert not out.exists()  # refused before anything was written
+
+
+def test_average_after_start_is_the_mean_of_the_later_iterates():
+  from doremi_jax.core import doremi
+  rng = np.random.default_rng(0)
+  iterates = rng.dirichlet(np.ones(4), size=9)  # w_1 .. w_9
+  start = 3
+  average = np.full(4, 0.25)
+  for t, w in enumerate(iterates, start=1):
+    average = np.asarray(doremi.average_weights_after(average, w, t, start))
+    expected = iterates[t - 1] if t <= start else iterates[start:t].mean(axis=0)
+    np.testing.assert_allclose(average, expected, rtol=1e-6)
+  # The same mean from two logged all-steps averages (what docs/study_tables.py does):
+  everything = np.vstack([np.full(4, 0.25), iterates])  # w_0 .. w_9
+  avg = lambda t: everything[: t + 1].mean(axis=0)  # noqa: E731
+  np.testing.assert_allclose((10 * avg(9) - (start + 1) * avg(start)) / (9 - start), average,
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="average_start"):
+    steps.DoremiConfig(average_start=-1)

@@ -138,6 +138,20 @@ def average_weights(average: Array, new_weights: Array, step: int | Array) -> Ar
   return average + (_float(new_weights) - average) / (step + 1.0)
 
 
+def average_weights_after(average: Array, new_weights: Array, step: int | Array,
+                          start: int) -> Array:
+  """The mean of the iterates after the first ``start`` updates (``start >= 1``): the
+  weights of update ``step`` (1-based) while ``step <= start``, then their running mean.
+
+  A short proxy run's all-steps average is dominated by its first steps, when a fresh
+  proxy trails the reference everywhere and most on what the reference fits best; leaving
+  those out keeps what the weights settle to. ``start = 0`` is ``average_weights``.
+  """
+  average, new = _float(average), _float(new_weights)
+  count = jnp.asarray(step, dtype=average.dtype) - start
+  return jnp.where(count <= 0, new, average + (new - average) / jnp.maximum(count, 1.0))
+
+
 def loss_coefficients(domain_weights: Array, token_counts: Array,
                       objective: str = "domain_mean") -> Array:
   """Per-domain factor ``c`` with weighted loss ``= sum_t mask_t c[d_t] l_t`` (see below).

@@ -69,8 +69,15 @@ class DoremiConfig:
   # False (or a list with False): the ablation without the reference, Group DRO on the
   # proxy's own loss (excess = proxy loss), which shows what the reference is for.
   use_reference: bool | Sequence[bool] = True
+  # Average the weights over the updates after this many (0: all, the paper's): see
+  # ``doremi.average_weights_after``.
+  average_start: int = 0
 
   def __post_init__(self):
+    if (not isinstance(self.average_start, int) or isinstance(self.average_start, bool)
+        or self.average_start < 0):
+      raise ValueError(f"DoremiConfig.average_start={self.average_start!r} must be an "
+                       "integer >= 0")
     if self.reference_dtype not in (None, "float32", "bfloat16"):
       raise ValueError(f"DoremiConfig.reference_dtype={self.reference_dtype!r} is not one of "
                        "(None, 'float32', 'bfloat16')")
@@ -136,7 +143,8 @@ def _plain_step(model, optimizer, num_domains: int, m: int):
   return step
 
 
-def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int):
+def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int,
+                  average_start: int = 0):
   """One proxy's update given the reference's token losses (vmapped over proxies).
 
   ``micro`` and ``reference_tl`` are in ``accumulate.split``'s layout. With ``m > 1`` the
@@ -161,7 +169,11 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int):
     ds = state.domains
     excess_used = doremi.observed_excess(ds.last_excess, excess, counts)
     weights = doremi.update_domain_weights(ds.weights, excess_used, step_size, smoothing)
-    average = doremi.average_weights(ds.average, weights, state.step + 1)
+    if average_start:
+      average = doremi.average_weights_after(ds.average, weights, state.step + 1,
+                                             average_start)
+    else:
+      average = doremi.average_weights(ds.average, weights, state.step + 1)
     coefficients = doremi.loss_coefficients(weights, counts, objective)
 
     def weighted(tl, b=micro):
@@ -211,7 +223,7 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
   """The proxy step; with several settings the state is stacked on a leading axis."""
   settings = cfg.settings()
   reference_losses = _reference_losses(model, cfg.reference_dtype)
-  update = _proxy_update(model, optimizer, num_domains, cfg.objective, m)
+  update = _proxy_update(model, optimizer, num_domains, cfg.objective, m, cfg.average_start)
   etas = jnp.asarray([s.step_size for s in settings], jnp.float32)
   smooth = jnp.asarray([s.smoothing for s in settings], jnp.float32)
   est = jnp.asarray([doremi.estimator_index(s.estimator) for s in settings], jnp.int32)

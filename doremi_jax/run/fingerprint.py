@@ -80,8 +80,9 @@ def of_run(settings: Mapping[str, Any], provider: seqio.Task | seqio.Mixture
   fp.update(_resolved(ts.make_optimizer, "make_optimizer"))
   if settings.get("kind") == "proxy":
     doremi = dataclasses.asdict(steps.DoremiConfig())
-    if doremi["use_reference"] is True:  # the default: runs from before it still match
-      del doremi["use_reference"]
+    for key, default in (("use_reference", True), ("average_start", 0)):
+      if doremi[key] == default:
+        del doremi[key]  # the defaults: runs from before these settings still match
     fp.update({f"DoremiConfig.{k}": _plain(v) for k, v in sorted(doremi.items())})
   fp.update(_data(provider))  # before the mixture: edited data also changes natural rates
   fp["mixture"] = _plain(mixtures.mixture_rates(provider))

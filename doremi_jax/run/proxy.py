@@ -134,10 +134,13 @@ class ProxyExtras:
 
   def _metadata(self, setting: steps.DoremiSetting, train_steps: int) -> dict[str, Any]:
     return {
-        "method": "DoReMi (Xie et al. 2023), average of domain weights over all proxy steps",
+        "method": "DoReMi (Xie et al. 2023), average of domain weights over "
+                  + (f"the proxy steps after {self.config.average_start}"
+                     if self.config.average_start else "all proxy steps"),
         "steps": train_steps, "step_size": setting.step_size, "smoothing": setting.smoothing,
         "estimator": setting.estimator, "objective": self.config.objective,
         "use_reference": setting.use_reference,
+        "average_start": self.config.average_start,
         "proxy_mixture": self.provider.name, "proxy_run": self.model_dir,
         "reference_run": self.reference_model_dir,
         "tokenizer": mixtures.tokenizer_record(self.provider),
