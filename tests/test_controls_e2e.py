@@ -17,8 +17,12 @@ ARMS = ["natural", "uniform", "unimax", "doremi_eta1-token_clip-c0.001",
         "doremi_eta1-token_clip-c0.001-noref"]
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
+# One seed in the default suite (10 main runs); the paired two-seed run under -m slow.
+@pytest.fixture(scope="module", params=[
+    pytest.param([0], id="one_seed"),
+    pytest.param([0, 1], id="two_seeds", marks=pytest.mark.slow)])
+def experiment(tmp_path_factory, request):
+  seeds = request.param
   root = tmp_path_factory.mktemp("controls_e2e")
   real = root / "real"
   real.mkdir()
@@ -36,7 +40,7 @@ def experiment(tmp_path_factory):
           f"--gin.PREPARED_DIR='{root / 'prepared'}'", f"--gin.pipeline.experiment_dir='{out}'",
           "--gin.pipeline.reference_steps=20", "--gin.pipeline.proxy_steps=6",
           "--gin.pipeline.proxy_batch_size=48", f"--gin.pipeline.main_steps={MAIN_STEPS}",
-          "--gin.pipeline.eval_every=4", "--gin.pipeline.seeds=[0, 1]", "--gin.BATCH_SIZE=8",
+          "--gin.pipeline.eval_every=4", f"--gin.pipeline.seeds={seeds}", "--gin.BATCH_SIZE=8",
           "--gin.DoremiConfig.step_size=1.0", "--gin.train.log_every=4",
           "--gin.train.progress=False", "--gin.train.curve_batches_per_domain=1",
           "--gin.evaluate.max_batches_per_domain=1"]
@@ -45,11 +49,11 @@ def experiment(tmp_path_factory):
   finally:
     patch.undo()
   with open(out / "summary.json") as f:
-    return out, result, json.load(f)
+    return out, result, json.load(f), [str(seed) for seed in seeds]
 
 
 def test_every_arm_at_both_sizes(experiment):
-  _, _, summary = experiment
+  _, _, summary, _ = experiment
   assert list(summary["sizes"]) == ["1x", "4x"]
   assert summary["selected_arm"] == "doremi_eta1-token_clip-c0.001"  # the ablation is not chosen
   for label, size in summary["sizes"].items():
@@ -60,7 +64,7 @@ def test_every_arm_at_both_sizes(experiment):
 
 
 def test_learnable_average_leaves_the_controls_out(experiment):
-  _, _, summary = experiment
+  _, _, summary, _ = experiment
   learnable = summary["learnable_domains"]
   assert sorted(learnable) == sorted(f"controls_{d}" for d in controls.REAL_DOMAINS)
   size = summary["sizes"]["1x"]
@@ -70,7 +74,7 @@ def test_learnable_average_leaves_the_controls_out(experiment):
 
 
 def test_curves_and_steps_to_target(experiment):
-  out, _, summary = experiment
+  out, _, summary, seeds = experiment
   found = summary["sizes"]["4x"]["curves"]["all"]
   natural = found["series"]["natural"]["0"]
   assert natural["steps"] == [4, MAIN_STEPS]
@@ -80,14 +84,14 @@ def test_curves_and_steps_to_target(experiment):
     for seed, reached in found["steps_to_natural_final"][arm].items():
       speedup = found["speedup_vs_natural"][arm][seed]
       assert (reached is None and speedup is None) or speedup == pytest.approx(MAIN_STEPS / reached)
-  with open(out / "main" / "4x" / "natural" / "seed_1" / "curve_test.jsonl") as f:
+  with open(out / "main" / "4x" / "natural" / f"seed_{seeds[-1]}" / "curve_test.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [r["step"] for r in rows] == [4, MAIN_STEPS] and rows[-1]["split"] == "test"
   assert "learnable" in summary["sizes"]["4x"]["curves"]
 
 
 def test_unimax_weights_and_excess_over_reference(experiment):
-  _, _, summary = experiment
+  _, _, summary, _ = experiment
   weights = summary["arm_weights"]["unimax"]
   assert sum(weights.values()) == pytest.approx(1.0)
   with open(os.path.join(summary["experiment_dir"], "arms", "arm_unimax.json")) as f:
@@ -104,7 +108,7 @@ def test_unimax_weights_and_excess_over_reference(experiment):
 
 
 def test_cost_and_report(experiment):
-  out, result, summary = experiment
+  out, result, summary, _ = experiment
   cost = summary["doremi_cost"]
   assert cost["seconds"] > 0 and cost["flops"] > 0
   for size in summary["sizes"].values():

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = (
     ("doremi_jax", "doremi_jax.errors", "doremi_jax.storage", "doremi_jax.tables"),
     ("doremi_jax.core", "doremi_jax.data"),
-    ("doremi_jax.mixtures",),
+    ("doremi_jax.mixtures", "doremi_jax.unimax"),
     ("doremi_jax.mixture_files",),
     ("doremi_jax.run", "doremi_jax.tasks"),
     ("doremi_jax.train", "doremi_jax.evaluate", "doremi_jax.pipeline", "doremi_jax.corpus",

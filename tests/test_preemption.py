@@ -121,7 +121,9 @@ def check_preempted_and_resumed(runs, kind, sig, after, name):
   """Interrupts, checks what the stop leaves, resumes; returns the preempted step."""
   model_dir = str(runs["base"] / name)
   rc, err, first_config = _interrupt(kind, model_dir, runs["ref"], sig, after)
-  lines = [ln for ln in err.splitlines() if ln.strip()]
+  # A proxy at batch 16 over 4 domains also prints its (tested) small-batch warning first.
+  lines = [ln for ln in err.splitlines()
+           if ln.strip() and not ln.startswith("warning: proxy batch")]
   assert rc == 128 + sig and len(lines) == 1, (after, rc, err[-3000:])
   step = int(lines[0].split()[3].rstrip(";"))
   assert lines[0] == f"preempted at step {step}; resume with RESUME=True"
