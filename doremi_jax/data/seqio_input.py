@@ -85,17 +85,18 @@ def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def global_batches(ds: tf.data.Dataset, shardings: Mapping[str, jax.sharding.Sharding]
-                   ) -> Iterator[dict[str, jax.Array]]:
+def global_batches(ds: tf.data.Dataset, shardings: Mapping[str, jax.sharding.Sharding],
+                   copy: bool = False) -> Iterator[dict[str, jax.Array]]:
   """Turns each host-local numpy batch into sharded global arrays (async device put).
 
-  Copied first: tf.data may reuse a yielded array's memory, which a CPU device array can
-  share, so batches kept (the learning curves' fixed subset) would change under us."""
+  ``copy=True`` for batches that are kept: tf.data may reuse a yielded array's memory,
+  which a CPU device array can share, so a kept batch would change under us."""
   for local in ds.as_numpy_iterator():
     if (local["domain_ids"] < 0).any():
       raise errors.DoremiError(
           "a batch holds an example whose domain is not in the run's domain list")
-    yield {k: jax.make_array_from_process_local_data(shardings[k], np.array(v))
+    yield {k: jax.make_array_from_process_local_data(shardings[k],
+                                                     np.array(v) if copy else np.asarray(v))
            for k, v in local.items()}
 
 

@@ -31,15 +31,16 @@ class HeldOut:
     self.token_bytes = jax.device_put(tokenizer.token_byte_lengths(vocab),
                                       partitioning.replicated(mesh))
 
-  def batches(self, split: str, max_batches_per_domain: int | None):
-    """Each domain's batches of ``split`` in order (at most ``max_batches_per_domain``)."""
+  def batches(self, split: str, max_batches_per_domain: int | None, keep: bool = False):
+    """Each domain's batches of ``split`` in order (at most ``max_batches_per_domain``);
+    ``keep``: batches that outlive the iteration (``seqio_input.global_batches``)."""
     for domain in self.domains:
       ds = seqio_input.seqio_dataset(errors.require_task(domain), self.lengths, split,
                                      self.batch_size, self.domains, shuffle=False, seed=None,
                                      num_epochs=1)
       if max_batches_per_domain:
         ds = ds.take(max_batches_per_domain)
-      yield from seqio_input.global_batches(ds, self.shardings)
+      yield from seqio_input.global_batches(ds, self.shardings, copy=keep)
 
   def sums(self, params, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-domain summed NLL (nats), token counts and UTF-8 bytes over ``batches``."""
@@ -86,7 +87,8 @@ class Curves:
   def __init__(self, heldout: HeldOut, model_dir: str, splits: Sequence[str],
                batches_per_domain: int, start_step: int, write: bool):
     self.heldout, self.splits, self.write = heldout, list(splits), write
-    self.data = {s: list(heldout.batches(s, batches_per_domain)) for s in self.splits}
+    self.data = {s: list(heldout.batches(s, batches_per_domain, keep=True))
+                 for s in self.splits}
     self.files = {s: curve_file(model_dir, s) for s in self.splits}
     if write:
       for path in self.files.values():
