@@ -36,8 +36,9 @@ import jax  # noqa: E402
 import step_time  # noqa: E402  (benchmarks/step_time.py: the bare step benchmark)
 
 from doremi_jax import storage  # noqa: E402
+from doremi_jax.core import model as model_lib  # noqa: E402
 from doremi_jax.data import grain_input, prepare, prepared  # noqa: E402
-from doremi_jax.run import config, trainer  # noqa: E402
+from doremi_jax.run import config, settings, trainer  # noqa: E402
 
 
 def prepared_corpus(work: str, length: int, vocab: int) -> prepared.PreparedCorpus:
@@ -81,9 +82,9 @@ def loop_vs_bare(corpus, vocab: int, n: int, work: str) -> dict:
   config.configure(["models/tiny.gin", "runs/base.gin"], [f"VOCAB_SIZE = {vocab}"])
   prepared_tasks.register_prepared(corpus.root, prefix="bench")
   model_dir = os.path.join(work, f"loop_{os.getpid()}")
-  settings = trainer.RunSettings(model_dir, "bench_natural", {"targets": 128}, n + 5,
-                                 checkpoint_every=200, log_every=20, progress=True)
-  run = _TimedTrainer(settings)
+  run_settings = settings.RunSettings(model_dir, "bench_natural", {"targets": 128}, n + 5,
+                                      checkpoint_every=200, log_every=20, progress=True)
+  run = _TimedTrainer(run_settings, model_lib.TransformerConfig())
   run.times = []
   fixed = next(run.batches)
   state = run.state

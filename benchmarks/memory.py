@@ -22,8 +22,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 from doremi_jax.core import model as model_lib  # noqa: E402
-from doremi_jax.core import partitioning  # noqa: E402
-from doremi_jax.run import memory  # noqa: E402
+from doremi_jax.core import partitioning, steps  # noqa: E402
+from doremi_jax.run import memory, settings, step_builder  # noqa: E402
 
 NUM_DOMAINS = 4
 IDEAL = {"trained": 4 + 8, "frozen": 4, "gradient": 4}  # f32 bytes per parameter
@@ -40,8 +40,12 @@ def bench_model(name: str, batch: int, seq: int) -> dict:
   mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   out = {"model": name, "config": MODELS[name]}
   for kind in ("plain", "proxy"):
-    step = memory.build_step(kind, mesh, batch, seq, NUM_DOMAINS, 1000, model_config=cfg)
-    out[kind] = memory.measure(step, memory.compile_step(step))
+    run = settings.RunSettings(model_dir="(not written)", mixture_or_task_name="(no data)",
+                               task_feature_lengths={"targets": seq}, train_steps=1000,
+                               kind=kind, batch_size=batch)
+    built = step_builder.build(run, NUM_DOMAINS, cfg,
+                               steps.DoremiConfig() if kind == "proxy" else None, mesh=mesh)
+    out[kind] = memory.measure(built, memory.compile_step(built))
   n = out["plain"]["num_parameters"]
   plain, proxy = out["plain"], out["proxy"]
   out["bytes_per_parameter"] = {

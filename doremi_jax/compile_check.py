@@ -19,10 +19,11 @@ import sys
 from typing import Any, Sequence
 
 from doremi_jax import errors
+from doremi_jax.core import model as model_lib
+from doremi_jax.core import partitioning, steps
 from doremi_jax.data import pile
-
-# run.pipeline imports every module whose configurables the shared gin files bind.
-from doremi_jax.run import config, memory, pipeline, topology  # noqa: F401
+from doremi_jax.run import config, memory, registry, step_builder, topology
+from doremi_jax.run import settings as settings_lib
 
 MIB = 1024 ** 2
 ROWS = (("parameters", "parameters"), ("optimizer_state", "optimizer state"),
@@ -37,28 +38,22 @@ BACKEND_NOTE = {
 }
 
 
-def _settings() -> dict[str, Any]:
-  """Kind, batch and length as ``train`` would get them; one-line errors when missing."""
-  kind = config.bound_value("train.kind", "plain")
-  if kind not in ("plain", "proxy"):
-    raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
+def _settings() -> settings_lib.RunSettings:
+  """The run's ``train`` settings as gin gives them (defaults and validation in
+  ``RunSettings``); the outputs and the data are not needed, and the schedule's length
+  changes no shape, so those get stand-ins. One-line errors when a shape is missing."""
   lengths = config.bound_value("train.task_feature_lengths", None)
   if not isinstance(lengths, dict) or not isinstance(lengths.get("targets"), int):
     raise errors.DoremiError("set the sequence length: --gin.TASK_FEATURE_LENGTHS="
                              "\"{'targets': 1024}\"")
-  batch = config.bound_value("train.batch_size", 16)
-  if not isinstance(batch, int) or batch <= 0:
-    raise errors.DoremiError(f"BATCH_SIZE must be a positive integer, got {batch!r}")
-  if config.missing_required(memory.model_lib.TransformerConfig):
+  if config.missing_required(model_lib.TransformerConfig):
     raise errors.DoremiError("missing required gin value: VOCAB_SIZE (pass --gin.VOCAB_SIZE=...)")
-  # The schedule's length changes no shape; any positive step count compiles the same step.
-  steps = config.bound_value("train.train_steps", 1)
-  microbatches = config.bound_value("train.microbatches", 1)
-  if not isinstance(microbatches, int) or microbatches < 1:
-    raise errors.DoremiError(f"train.microbatches must be an integer >= 1, got {microbatches!r}")
-  return {"kind": kind, "batch_size": batch, "sequence_length": lengths["targets"],
-          "train_steps": steps if isinstance(steps, int) and steps > 0 else 1,
-          "microbatches": microbatches}
+  steps_ = config.bound_value("train.train_steps", 1)
+  return settings_lib.RunSettings(
+      model_dir="(compile check: nothing is written)",
+      mixture_or_task_name="(compile check: no data)",
+      reference_model_dir="(compile check: abstract reference)", task_feature_lengths=lengths,
+      train_steps=steps_ if isinstance(steps_, int) and steps_ > 0 else 1)
 
 
 def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = None
@@ -66,28 +61,23 @@ def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = 
   """Compiles the configured step for ``topo``; returns every number (JSON-ready)."""
   settings = _settings()
   devices = topology.devices(topo)
-  mesh = memory.partitioning.make_mesh(devices=devices)
-  data_shards = memory.partitioning.batch_size_divisor(mesh)
-  if settings["batch_size"] % (data_shards * settings["microbatches"]):
-    raise errors.DoremiError(
-        f"batch size {settings['batch_size']} does not divide into {settings['microbatches']} "
-        f"micro-batch(es) over the mesh's {data_shards} data shards (make_mesh.mesh_shape, "
-        "train.microbatches)")
-  step = memory.build_step(settings["kind"], mesh, settings["batch_size"],
-                           settings["sequence_length"], num_domains, settings["train_steps"],
-                           microbatches=settings["microbatches"])
+  doremi_config = steps.DoremiConfig() if settings.kind == "proxy" else None
+  built = step_builder.build(settings, num_domains, model_lib.TransformerConfig(),
+                             doremi_config, mesh=partitioning.make_mesh(devices=devices))
   try:
-    compiled, refused = memory.compile_step(step), None
+    compiled, refused = memory.compile_step(built), None
   except memory.OutOfMemory as exc:  # a TPU compiler checks its device's memory itself
     compiled, refused = None, str(exc)
-  result = memory.measure(step, compiled)
+  result = memory.measure(built, compiled)
   budgets = dict(topology.DEVICE_MEMORY_GIB)
   if topo.device:
     budgets = {topo.device: budgets[topo.device]}
   if budget_gib is not None:
     budgets["given"] = budget_gib
   total = result["compiler"]["total"] if compiled is not None else None
-  result.update(settings, topology=topo.name, backend=topo.backend,
+  result.update(kind=settings.kind, batch_size=settings.batch_size,
+                sequence_length=settings.sequence_length, train_steps=settings.train_steps,
+                microbatches=settings.microbatches, topology=topo.name, backend=topo.backend,
                 device_kind=str(devices[0].device_kind), backend_note=BACKEND_NOTE[topo.backend],
                 num_domains=num_domains, compiler_refused=refused,
                 fits={name: memory.verdict(total, gib, refused) for name, gib in budgets.items()})
@@ -141,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   jax.config.update("jax_platforms", "cpu")  # nothing runs: the step is only compiled
   if topo.backend == "cpu":
     topology.use_cpu_devices(topo)
+  registry.register_configurables()
   gin_args = config.parse_args(rest, "Compile check")
   config.configure(gin_args.gin_file, gin_args.bindings, gin_args.gin_search_paths)
   result = check(topo, args.num_domains, args.device_gib)

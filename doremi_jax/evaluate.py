@@ -12,9 +12,7 @@ import os
 from typing import Any, Sequence
 
 from doremi_jax import errors
-
-# run.pipeline imports every module whose configurables the shared gin files bind.
-from doremi_jax.run import config, evaluate, paths, pipeline  # noqa: F401
+from doremi_jax.run import config, evaluate, paths, registry
 
 
 def _model_dir(bindings: Sequence[str]) -> str:
@@ -29,6 +27,7 @@ def _model_dir(bindings: Sequence[str]) -> str:
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = config.start_cli(argv, "Per-domain held-out log-perplexity of a trained model.")
+  registry.register_configurables()
   model_dir = _model_dir(args.bindings)
   run_config = os.path.join(model_dir, paths.CONFIG_FILE)
   if not os.path.exists(run_config):

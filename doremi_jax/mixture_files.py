@@ -12,6 +12,7 @@ the other formats can be written, and the mixture registered, in any process.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -51,7 +52,17 @@ def write_weights(path: str, name: str, weights: Mapping[str, float],
   return path
 
 
-def load_weights(path: str) -> tuple[dict[str, float], dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class WeightsFile:
+  """A weights JSON, read and validated once: its mixture name (None in the reference
+  implementation's format), weights and metadata."""
+  path: str
+  name: str | None
+  weights: dict[str, float]
+  metadata: dict[str, Any]
+
+
+def read_weights(path: str) -> WeightsFile:
   """Reads a weights JSON (ours, or the reference implementation's) and validates it."""
   if not os.path.exists(path):
     raise errors.DoremiError(f"weights file {path!r} not found")
@@ -63,7 +74,14 @@ def load_weights(path: str) -> tuple[dict[str, float], dict[str, Any]]:
   weights = payload.get("domain_weights", payload.get("train_domain_weights"))
   if not isinstance(weights, dict):
     raise errors.DoremiError(f"weights file {path!r} has no 'domain_weights' mapping")
-  return mixtures.check_weights(weights, what=path), dict(payload.get("metadata", {}))
+  return WeightsFile(path, payload.get("name"), mixtures.check_weights(weights, what=path),
+                     dict(payload.get("metadata", {})))
+
+
+def load_weights(path: str) -> tuple[dict[str, float], dict[str, Any]]:
+  """(weights, metadata) of a weights JSON (``read_weights``)."""
+  file = read_weights(path)
+  return file.weights, file.metadata
 
 
 def _literal(value: Any) -> str:
@@ -111,9 +129,8 @@ def write_formats(weights_json: str, out_dir: str | None = None, name: str | Non
                   overwrite: bool = True) -> dict[str, str]:
   """Every format from one weights JSON (into its folder unless ``out_dir``); returns the
   paths written: no ``maxtext`` when a domain is streamed (``streamed_domains``)."""
-  weights, metadata = load_weights(weights_json)
-  with open(weights_json) as f:
-    name = name or json.load(f).get("name")
+  file = read_weights(weights_json)
+  weights, metadata, name = file.weights, file.metadata, name or file.name
   out_dir = out_dir or os.path.dirname(os.path.abspath(weights_json))
   paths = {fmt: os.path.join(out_dir, name + ext) for fmt, ext in FORMATS.items()}
   if not overwrite and any(os.path.exists(p) for p in paths.values()):
@@ -169,9 +186,8 @@ def load_module(path: str):
 
 def register_weights_file(path: str) -> str:
   """Registers the mixture a weights JSON describes (domains first); returns its name."""
-  weights, metadata = load_weights(path)
-  with open(path) as f:
-    name = json.load(f).get("name") or export_name(os.path.splitext(os.path.basename(path))[0])
-  mixtures.register_exported(name, weights, metadata.get("domain_specs") or [],
-                             metadata.get("tokenizer"))
+  file = read_weights(path)
+  name = file.name or export_name(os.path.splitext(os.path.basename(path))[0])
+  mixtures.register_exported(name, file.weights, file.metadata.get("domain_specs") or [],
+                             file.metadata.get("tokenizer"))
   return name

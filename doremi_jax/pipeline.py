@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from doremi_jax import errors
-from doremi_jax.run import config, pipeline, report, stages
+from doremi_jax.run import config, pipeline, registry, report, stages
 
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = config.start_cli(argv, "Run the DoReMi pipeline: reference, proxy, export, main, eval.")
+  registry.register_configurables()
   runner = stages.Stages(args.gin_file, args.bindings, args.gin_search_paths)
   runner.configure("runs/base.gin", ["MODEL_DIR = ''", "TRAIN_STEPS = 1",
                                      "MIXTURE_OR_TASK_NAME = ''"])

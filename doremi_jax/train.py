@@ -11,17 +11,16 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from doremi_jax import errors
-
-# run.pipeline imports every module whose configurables the shared gin files bind.
-from doremi_jax.run import config, pipeline, proxy, trainer  # noqa: F401
+from doremi_jax.run import config, proxy, registry, trainer
 
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = config.start_cli(argv, "Train a reference, DoReMi proxy or main model.")
+  registry.register_configurables()
   config.configure(args.gin_file, args.bindings, args.gin_search_paths)
   config.prepare_tasks()
-  summary = config.call_configured(trainer.train)
+  summary = trainer.train_from_gin()
   if any("export" in p for p in summary.get("proxies", [])):
     summary = proxy.write_export_formats(summary["model_dir"], summary)
   return summary

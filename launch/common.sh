@@ -107,8 +107,9 @@ set_run_argv() {  # PYTHON [NAME=VALUE...]
 # Shell lines for a run in the background under nohup, with BASE.log and BASE.pid; the TPU
 # script runs them on each worker, the GPU script here. BASE may hold $(hostname).
 # A pid file, not pgrep: the shell running these lines names the module too.
+# ps -ww: the whole command line; a set COLUMNS (e.g. under pytest-xdist) would cut it.
 alive_test() {  # BASE
-  echo "[ -f $1.pid ] && ps -p \"\$(cat $1.pid)\" -o args= | grep -q doremi_jax"
+  echo "[ -f $1.pid ] && ps -ww -p \"\$(cat $1.pid)\" -o args= | grep -q doremi_jax"
 }
 
 start_line() {  # BASE COMMAND

@@ -52,3 +52,10 @@ def bad_lines_corpus(tmp_path) -> Path:
   (root / "news.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
   (root / "ok.jsonl").write_text("\n".join(good[:5]) + "\n")
   return root / "news.jsonl.gz"
+
+
+def pytest_collection_modifyitems(items):
+  """The files marked ``pytestmark = pytest.mark.heavy`` (minutes each) first: ``make test``
+  runs one file per worker (``-n 2 --dist loadfile``), so the longest start first and both
+  workers end together. A stable sort: each file keeps its own order."""
+  items.sort(key=lambda item: 0 if item.get_closest_marker("heavy") else 1)

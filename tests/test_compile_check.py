@@ -51,8 +51,9 @@ def test_bad_topology_is_one_line(runs):
       "error: unknown topology 'cpu:0': use cpu:N (N simulated devices) or a TPU slice such "
       "as v5p-256, v4-64, v5e-256, v6e-64",
       "error: topology 'v5p-300': only power-of-two slices from v5p-8 up are known here",
-      "error: batch size 16 does not divide into 3 micro-batch(es) over the mesh's 8 data "
-      "shards (make_mesh.mesh_shape, train.microbatches)"]
+      "error: train.microbatches=3: batch size 16 does not divide into 3 micro-batch(es) "
+      "over the mesh's 8 data shards (batch size must be a multiple of microbatches x data "
+      "shards; make_mesh.mesh_shape sets the mesh)"]
   assert "Traceback" not in proc.stderr
 
 

@@ -12,6 +12,8 @@ from doremi_jax import pipeline as pipeline_cli
 from doremi_jax import unimax
 from doremi_jax.data import controls, corpus_build
 
+pytestmark = pytest.mark.heavy  # minutes: scheduled first (conftest.py)
+
 MAIN_STEPS = 8
 ARMS = ["natural", "uniform", "unimax", "doremi_eta1-token_clip-c0.001",
         "doremi_eta1-token_clip-c0.001-noref"]

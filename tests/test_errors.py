@@ -136,7 +136,13 @@ def _cases(base: Path) -> dict:
     path = _weights_file(base, name, dict(zip(_domains(), values)))
     return train_cli.main, _train(base, new(name), f"--gin.TASK_MODULES=['{path}']")
 
+  def proxy_case(name, *bindings):
+    return train_cli.main, _train(base, new(name), f"--gin.REFERENCE_MODEL_DIR='{done}'",
+                                  *bindings, run_gin="runs/proxy.gin")
+
   return {
+      "doremi_smoothing": lambda: proxy_case("d_smooth", "--gin.DoremiConfig.smoothing=2.0"),
+      "doremi_estimator": lambda: proxy_case("d_est", "--gin.DoremiConfig.estimator='median'"),
       "batch_size_string": lambda: (train_cli.main, _train(
           base, new("a"), "--gin.BATCH_SIZE='16'")),
       "batch_size_zero": lambda: (train_cli.main, _train(base, new("b"), "--gin.BATCH_SIZE=0")),

@@ -3,16 +3,12 @@ changed data is refused with one line naming it, unless consented to by name."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
+import in_process
 import pytest
 
+from doremi_jax import train as train_cli
 from doremi_jax.data import prepare, synthetic_text
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 def _prepare(src, out):
@@ -29,13 +25,13 @@ def corpus(tmp_path_factory):
 
 
 def _train(prepared_dir, model_dir, *extra):
-  return subprocess.run(
-      [sys.executable, "-m", "doremi_jax.train", "--gin_file=runs/reference.gin",
-       "--gin_file=experiments/prepared.gin", f'--gin.PREPARED_DIR="{prepared_dir}"',
-       "--gin.SEQUENCE_LENGTH=32", "--gin.VOCAB_SIZE=259", f'--gin.MODEL_DIR="{model_dir}"',
-       "--gin.TRAIN_STEPS=4", "--gin.train.progress=False", "--gin.train.log_every=2",
-       "--gin.train.checkpoint_every=2", "--gin.RESUME=True", *extra],
-      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+  """The train CLI in process (``in_process.run_main``): each start parses its own gin."""
+  return in_process.run_main(train_cli.main, [
+      "--gin_file=runs/reference.gin", "--gin_file=experiments/prepared.gin",
+      f'--gin.PREPARED_DIR="{prepared_dir}"', "--gin.SEQUENCE_LENGTH=32",
+      "--gin.VOCAB_SIZE=259", f'--gin.MODEL_DIR="{model_dir}"', "--gin.TRAIN_STEPS=4",
+      "--gin.train.progress=False", "--gin.train.log_every=2",
+      "--gin.train.checkpoint_every=2", "--gin.RESUME=True", *extra])
 
 
 def _one_line(proc, *needles):

@@ -92,7 +92,7 @@ def test_bf16_token_losses_keep_the_weight_update():
 
 def test_bf16_reference_forward_is_close_to_float32():
   """``DoremiConfig.reference_dtype = "bfloat16"`` casts only the reference's forward."""
-  with pytest.raises(ValueError, match="reference_dtype"):
+  with pytest.raises(errors.DoremiError, match="reference_dtype"):
     steps.DoremiConfig(reference_dtype="fp8")
   small = dict(vocab_size=64, num_layers=1, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64)
   lm = model_lib.TransformerLM(model_lib.TransformerConfig(**small))

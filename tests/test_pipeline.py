@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.heavy  # minutes: scheduled first (conftest.py)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 

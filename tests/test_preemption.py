@@ -22,6 +22,8 @@ import pytest
 
 from doremi_jax.run import preemption
 
+pytestmark = pytest.mark.heavy  # minutes: scheduled first (conftest.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 STEPS = 40

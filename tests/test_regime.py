@@ -41,7 +41,7 @@ def test_use_reference_settings_and_tags():
   tags = [s.tag for s in cfg.settings()]
   assert tags == ["eta1-token_clip-c0.001", "eta0.1-token_clip-c0.001",
                   "eta1-token_clip-c0.001-noref", "eta0.1-token_clip-c0.001-noref"]
-  with pytest.raises(ValueError, match="use_reference"):
+  with pytest.raises(errors.DoremiError, match="use_reference"):
     steps.DoremiConfig(use_reference="no")
 
 
@@ -156,5 +156,5 @@ def test_average_after_start_is_the_mean_of_the_later_iterates():
   avg = lambda t: everything[: t + 1].mean(axis=0)  # noqa: E731
   np.testing.assert_allclose((10 * avg(9) - (start + 1) * avg(start)) / (9 - start), average,
                              rtol=1e-6)
-  with pytest.raises(ValueError, match="average_start"):
+  with pytest.raises(errors.DoremiError, match="average_start"):
     steps.DoremiConfig(average_start=-1)

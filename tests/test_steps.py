@@ -7,6 +7,7 @@ import optax
 import pytest
 import step_fixtures as fx
 
+from doremi_jax import errors
 from doremi_jax.core import doremi, partitioning, steps
 
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -181,7 +182,7 @@ def test_token_pooled_objective(mesh, proxy, reference):
 
 
 def test_bad_step_kind_and_objective(mesh, proxy):
-  with pytest.raises(ValueError, match="objective"):
+  with pytest.raises(errors.DoremiError, match="objective"):
     steps.DoremiConfig(objective="nope")
   with pytest.raises(ValueError, match="step kind"):
     steps.make_train_step("dpo", proxy.model, proxy.optimizer, mesh, proxy.shardings, fx.K)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import step_fixtures as fx
 
+from doremi_jax import errors
 from doremi_jax.core import steps
 from doremi_jax.core import train_state as ts
 
@@ -27,7 +28,7 @@ def test_settings_are_the_product_of_lists():
   tags = [s.tag for s in cfg.settings()]
   assert tags == ["eta1-token_clip-c0.001", "eta1-mean_clip-c0.001",
                   "eta0.1-token_clip-c0.001", "eta0.1-mean_clip-c0.001"]
-  with pytest.raises(ValueError):
+  with pytest.raises(errors.DoremiError):
     steps.DoremiConfig(estimator="median")
 
 

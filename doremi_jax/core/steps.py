@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from doremi_jax import errors
 from doremi_jax.core import accumulate, doremi, partitioning
 from doremi_jax.core.train_state import TrainState
 
@@ -53,7 +54,8 @@ def _as_list(value) -> list:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DoremiConfig:
-  """DoReMi hyper-parameters (paper: step size 1, smoothing 1e-3, per-token clip).
+  """DoReMi hyper-parameters (paper: step size 1, smoothing 1e-3, per-token clip); a bad
+  value is the project's one-line error (``errors.DoremiError``).
 
   ``step_size``, ``smoothing`` and ``estimator`` may each be a list: the proxy stage then
   trains one proxy per combination (their product) in one compiled step that shares the
@@ -74,27 +76,32 @@ class DoremiConfig:
   average_start: int = 0
 
   def __post_init__(self):
+    def bad(message: str) -> errors.DoremiError:
+      return errors.DoremiError(f"DoremiConfig.{message}")
+
+    def number(x) -> bool:
+      return isinstance(x, (int, float)) and not isinstance(x, bool)
+
     if (not isinstance(self.average_start, int) or isinstance(self.average_start, bool)
         or self.average_start < 0):
-      raise ValueError(f"DoremiConfig.average_start={self.average_start!r} must be an "
-                       "integer >= 0")
+      raise bad(f"average_start={self.average_start!r} must be an integer >= 0")
     if self.reference_dtype not in (None, "float32", "bfloat16"):
-      raise ValueError(f"DoremiConfig.reference_dtype={self.reference_dtype!r} is not one of "
-                       "(None, 'float32', 'bfloat16')")
+      raise bad(f"reference_dtype={self.reference_dtype!r} is not one of "
+                "(None, 'float32', 'bfloat16')")
     if self.objective not in doremi.OBJECTIVES:
-      raise ValueError(f"DoremiConfig.objective={self.objective!r} is not one of "
-                       f"{doremi.OBJECTIVES}")
+      raise bad(f"objective={self.objective!r} is not one of {doremi.OBJECTIVES}")
     for c in _as_list(self.smoothing):
-      if not 0.0 <= c <= 1.0:
-        raise ValueError(f"DoremiConfig.smoothing={c} must be in [0, 1]")
+      if not (number(c) and 0.0 <= c <= 1.0):
+        raise bad(f"smoothing={c!r} must be a number in [0, 1]")
     for eta in _as_list(self.step_size):
-      if not eta >= 0.0:
-        raise ValueError(f"DoremiConfig.step_size={eta} must be >= 0")
+      if not (number(eta) and eta >= 0.0):
+        raise bad(f"step_size={eta!r} must be a number >= 0")
     for e in _as_list(self.estimator):
-      doremi.estimator_index(e)
+      if e not in doremi.ESTIMATORS:
+        raise bad(f"estimator={e!r} is not one of {tuple(doremi.ESTIMATORS)}")
     for r in _as_list(self.use_reference):
       if not isinstance(r, bool):
-        raise ValueError(f"DoremiConfig.use_reference={r!r} must be True or False")
+        raise bad(f"use_reference={r!r} must be True or False")
 
   def settings(self) -> list[DoremiSetting]:
     """Every (step size, estimator, smoothing, use_reference) combination, in a fixed
@@ -277,8 +284,9 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
     fn = _plain_step(model, optimizer, num_domains, microbatches)
     in_shardings = (state_shardings, batch_sh)
   elif kind == "proxy":
-    fn = _proxy_step(model, optimizer, num_domains, doremi_config or DoremiConfig(),
-                     microbatches)
+    if doremi_config is None:
+      raise ValueError("a proxy step needs its DoremiConfig (built once per run)")
+    fn = _proxy_step(model, optimizer, num_domains, doremi_config, microbatches)
     reference_shardings = (state_shardings.params if reference_shardings is None
                            else reference_shardings)
     in_shardings = (state_shardings, reference_shardings, batch_sh)

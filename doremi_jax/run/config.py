@@ -165,12 +165,13 @@ def bound_value(key: str, default: Any) -> Any:
   return default if value is gin.REQUIRED or value is _UNRESOLVED else value
 
 
-def missing_required(fn: Callable) -> list[str]:
-  """Parameters of configurable ``fn`` that would be ``gin.REQUIRED`` when called, named
-  the way users set them (the macro behind a binding, else ``fn.param``)."""
+def missing_required(fn: Callable, name: str | None = None) -> list[str]:
+  """Parameters of configurable ``fn`` (registered as ``name``, by default its own) that
+  would be ``gin.REQUIRED`` when called, named the way users set them (the macro behind a
+  binding, else ``name.param``)."""
   missing = []
   for param in inspect.signature(fn).parameters.values():
-    key = f"{fn.__name__}.{param.name}"
+    key = f"{name or fn.__name__}.{param.name}"
     try:
       value = gin.query_parameter(key)
     except ValueError:
@@ -186,11 +187,22 @@ def missing_required(fn: Callable) -> list[str]:
 def call_configured(fn: Callable, *args, **kwargs):
   """Calls a gin-configured function after checking, by querying gin, that no required
   value is left unset (one-line error naming it)."""
-  missing = missing_required(fn)
+  _require_bound(fn, fn.__name__)
+  return fn(*args, **kwargs)
+
+
+def build_configured(cls: type, name: str):
+  """A gin-configured object (a config dataclass registered as ``name``, e.g.
+  ``RunSettings`` as ``train``), after the same check."""
+  _require_bound(cls, name)
+  return cls()
+
+
+def _require_bound(fn: Callable, name: str) -> None:
+  missing = missing_required(fn, name)
   if missing:
     raise errors.DoremiError(f"missing required gin value: {missing[0]} "
                              f"(pass --gin.{missing[0]}=...)")
-  return fn(*args, **kwargs)
 
 
 def write_operative_config(path: str) -> None:

@@ -70,16 +70,18 @@ def _data(provider: seqio.Task | seqio.Mixture) -> dict[str, Any]:
   return out
 
 
-def of_run(settings: Mapping[str, Any], provider: seqio.Task | seqio.Mixture
-           ) -> dict[str, Any]:
-  """The fingerprint of a run with these ``train`` settings on ``provider``."""
+def of_run(settings: Mapping[str, Any], provider: seqio.Task | seqio.Mixture,
+           model_config: model_lib.TransformerConfig,
+           doremi_config: steps.DoremiConfig | None = None) -> dict[str, Any]:
+  """The fingerprint of a run with these ``train`` settings (``RunSettings`` as a dict),
+  model and, for a proxy, DoReMi config on ``provider``."""
   fp: dict[str, Any] = {f"train.{k}": _plain(v) for k, v in settings.items()
                         if k not in NOT_RESULT}
-  model = dataclasses.asdict(model_lib.TransformerConfig())
+  model = dataclasses.asdict(model_config)
   fp.update({f"TransformerConfig.{k}": _plain(v) for k, v in sorted(model.items())})
   fp.update(_resolved(ts.make_optimizer, "make_optimizer"))
   if settings.get("kind") == "proxy":
-    doremi = dataclasses.asdict(steps.DoremiConfig())
+    doremi = dataclasses.asdict(doremi_config)
     for key, default in (("use_reference", True), ("average_start", 0)):
       if doremi[key] == default:
         del doremi[key]  # the defaults: runs from before these settings still match

@@ -18,7 +18,9 @@ import seqio
 from doremi_jax import errors, mixture_files, mixtures, unimax
 from doremi_jax.core import steps
 from doremi_jax.data.prepared_source import PreparedDataSource
-from doremi_jax.run import comparison, config, ladder, lock, paths, report
+from doremi_jax.run import comparison, ladder, lock, paths, report
+from doremi_jax.run import rounds as rounds_lib
+from doremi_jax.run import settings as settings_lib
 from doremi_jax.run import stages as stages_lib
 
 
@@ -42,64 +44,6 @@ def _check_experiment_dir(experiment_dir: str, fingerprint: dict[str, Any],
                              "choose a new pipeline.experiment_dir")
   os.makedirs(experiment_dir, exist_ok=True)
   paths.write_json(path, fingerprint)
-
-
-def _batch(batch_size: int | None) -> list[str]:
-  """A stage's own batch size (``pipeline.reference_batch_size``, ``proxy_batch_size``)."""
-  return [] if batch_size is None else [f"BATCH_SIZE = {int(batch_size)}"]
-
-
-def _rounds(stages, experiment_dir: str, baseline_mixture: str, baseline_rates, uniform_mixture,
-            domains, rounds: int, tolerance, reference_steps: int, proxy_steps: int,
-            export_prefix: str, reference_batch: list[str], proxy_batch: list[str]
-            ) -> list[dict[str, Any]]:
-  """Iterated DoReMi: until the weights move less than ``tolerance`` (L1) or ``rounds``."""
-  out: list[dict[str, Any]] = []
-  reference_mixture, reference_files, previous = baseline_mixture, [], baseline_rates
-  for k in range(1, rounds + 1):
-    round_dir = paths.round_dir(experiment_dir, k)
-    ref_dir, proxy_dir = os.path.join(round_dir, "reference"), os.path.join(round_dir, "proxy")
-    ref_summary = stages.train("runs/reference.gin", ref_dir, reference_steps,
-                               [f"BASELINE_MIXTURE = {reference_mixture!r}", *reference_batch],
-                               reference_files)
-    name = f"{export_prefix}_round{k}"
-    summary = stages.train("runs/proxy.gin", proxy_dir, proxy_steps,
-                           [f"UNIFORM_MIXTURE = {uniform_mixture!r}",
-                            f"REFERENCE_MODEL_DIR = {ref_dir!r}", f"EXPORT_NAME = {name!r}",
-                            *proxy_batch])
-    proxies = summary["proxies"]
-    weights = proxies[0]["average_domain_weights"]
-    change = mixtures.l1_distance(weights, previous, domains)
-    out.append({"round": k, "reference_mixture": reference_mixture,
-                "average_domain_weights": weights, "l1_change": change,
-                "export": proxies[0]["export"], "proxies": proxies,
-                "reference_seconds": ref_summary["wall_seconds"],
-                "proxy_seconds": summary["wall_seconds"], "reference_dir": ref_dir,
-                "proxy_model": summary["model"],
-                "flops": (ref_summary.get("estimated_flops") or 0.0)
-                + (summary.get("estimated_flops") or 0.0)})
-    print(f"[pipeline] round {k}: L1 change of the weights {change:.4f}", flush=True)
-    if tolerance is not None and change < tolerance:
-      break
-    reference_mixture, reference_files = name, [proxies[0]["export"]["json"]]
-    previous = weights
-  return out
-
-
-def _export_doremi_arms(experiment_dir: str, last_round: Mapping[str, Any], export_prefix: str,
-                        rounds: int) -> dict[str, dict[str, Any]]:
-  """Every format of each final proxy's weights, written once into ``<experiment>/export``."""
-  arms: dict[str, dict[str, Any]] = {}
-  single = len(last_round["proxies"]) == 1
-  for proxy in last_round["proxies"]:
-    arm = "doremi" if single else f"doremi_{proxy['tag']}"
-    name = export_prefix if single else mixture_files.export_name(export_prefix, proxy["tag"])
-    weights, metadata = mixture_files.load_weights(proxy["export"]["json"])
-    files = mixture_files.write_exports(os.path.join(experiment_dir, paths.EXPORT_SUBDIR), name,
-                                        weights, {**metadata, "rounds": rounds}, overwrite=True)
-    arms[arm] = {"mixture": name, "weights": weights, "export": files,
-                 "setting": proxy["setting"]}
-  return arms
 
 
 def _unimax_arm(uniform_mixture: str, domains: Sequence[str], budget_tokens: int,
@@ -167,32 +111,34 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   sizes = ladder.main_sizes(main_models)
   user_arms = stages_lib.load_arms(dict(extra_arms or {}), domains)
   if unimax_epochs is not None and run_main:
-    budget = main_steps * config.bound_value("train.batch_size", 16) * _sequence_length()
+    budget = main_steps * settings_lib.bound_setting("batch_size") * _sequence_length()
     user_arms.update(_unimax_arm(uniform_mixture, domains, budget, float(unimax_epochs)))
   # One live pipeline per experiment dir (each stage also locks its own MODEL_DIR).
   with lock.RunLock(experiment_dir, "experiment dir", enabled=jax.process_index() == 0):
     _check_experiment_dir(experiment_dir, stages_lib.fingerprint(stages.gin_files, stages.bindings),
                           overwrite)
     extra = stages_lib.arm_mixtures(experiment_dir, user_arms)
-    rounds_out = _rounds(stages, experiment_dir, baseline_mixture, baseline_rates, uniform_mixture,
-                         domains, rounds, tolerance, reference_steps, proxy_steps, export_prefix,
-                         _batch(reference_batch_size), _batch(proxy_batch_size))
-    doremi_arms = _export_doremi_arms(experiment_dir, rounds_out[-1], export_prefix,
-                                      len(rounds_out))
+    plan = rounds_lib.RoundsPlan(baseline_mixture, baseline_rates, uniform_mixture, domains,
+                                 rounds, tolerance, reference_steps, proxy_steps, export_prefix,
+                                 reference_batch_size, proxy_batch_size)
+    rounds_out = rounds_lib.run_rounds(stages, experiment_dir, plan)
+    doremi_arms = rounds_lib.export_doremi_arms(experiment_dir, rounds_out[-1], export_prefix,
+                                                len(rounds_out))
     result: dict[str, Any] = {
         "experiment_dir": experiment_dir, "domains": domains, "baseline_mixture": baseline_mixture,
-        "baseline_weights": baseline_rates, "rounds": rounds_out, "doremi_arms": doremi_arms,
+        "baseline_weights": baseline_rates, "rounds": [r.as_json() for r in rounds_out],
+        "doremi_arms": {a: v.as_json() for a, v in doremi_arms.items()},
         "tokenizer": mixtures.tokenizer_record(uniform_mixture), "seeds": list(seeds),
         "arm_weights": {a: w for a, (_, w, _) in user_arms.items() if w is not None}}
-    with_reference = [a for a, v in doremi_arms.items() if v["setting"].get("use_reference", True)]
+    with_reference = [a for a, v in doremi_arms.items() if v.setting.get("use_reference", True)]
     selected = (with_reference or list(doremi_arms))[0]
     if run_main:
       arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []), **extra,
-              **{a: (v["mixture"], [v["export"]["json"]]) for a, v in doremi_arms.items()}}
+              **{a: (v.mixture, [v.export["json"]]) for a, v in doremi_arms.items()}}
       splits = list(dict.fromkeys([selection_split, report_split]))
-      cost = {"seconds": sum(r["reference_seconds"] + r["proxy_seconds"] for r in rounds_out),
-              "flops": sum(r["flops"] for r in rounds_out)}
-      reference_eval = stages.evaluate(rounds_out[-1]["reference_dir"], uniform_mixture,
+      cost = {"seconds": sum(r.reference_seconds + r.proxy_seconds for r in rounds_out),
+              "flops": sum(r.flops for r in rounds_out)}
+      reference_eval = stages.evaluate(rounds_out[-1].reference_dir, uniform_mixture,
                                        report_split)
       result["sizes"] = {}
       for i, size in enumerate(sizes):
@@ -213,11 +159,11 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
                      "selection": f"lowest mean average_bits_per_byte on {selection_split}",
                      "report_split": report_split, "learnable_domains": learnable})
     chosen = doremi_arms[selected]
-    result["doremi_weights"] = chosen["weights"]
-    result["export"] = (chosen["export"] if chosen["mixture"] == export_prefix else
+    result["doremi_weights"] = chosen.weights
+    result["export"] = (chosen.export if chosen.mixture == export_prefix else
                         mixture_files.write_exports(
                             os.path.join(experiment_dir, paths.EXPORT_SUBDIR), export_prefix,
-                            chosen["weights"], {"selected_arm": selected, **chosen["setting"]},
+                            chosen.weights, {"selected_arm": selected, **chosen.setting},
                             overwrite=True))
     paths.write_json(os.path.join(experiment_dir, paths.SUMMARY_FILE), result)
     result["report"] = report.write_report(experiment_dir, result)
@@ -225,7 +171,7 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
 
 
 def _sequence_length() -> int:
-  lengths = config.bound_value("train.task_feature_lengths", {})
+  lengths = settings_lib.bound_setting("task_feature_lengths")
   if not isinstance(lengths, Mapping) or not isinstance(lengths.get("targets"), int):
     raise errors.DoremiError("the unimax arm needs TASK_FEATURE_LENGTHS = {'targets': N}")
   return int(lengths["targets"])

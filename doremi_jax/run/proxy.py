@@ -33,12 +33,13 @@ class ProxyExtras:
   """The proxy's additions to a Trainer; set up once, before any output is written."""
 
   def __init__(self, model_dir: str, reference_model_dir: str, provider,
-               domains: Sequence[str], export_name: str | None, batch_size: int):
+               domains: Sequence[str], export_name: str | None, batch_size: int,
+               doremi_config: steps.DoremiConfig):
     checkpoints.require_checkpoint(reference_model_dir)
     warn_if_few_sequences(mixtures.mixture_rates(provider), batch_size)
     self.model_dir, self.reference_model_dir = model_dir, os.path.abspath(reference_model_dir)
     self.provider, self.domains = provider, list(domains)
-    self.config = steps.DoremiConfig()
+    self.config = doremi_config
     self.settings = self.config.settings()
     self.export_name = export_name or mixture_files.export_name(provider.name, "doremi")
     self.reference_params = None
@@ -47,12 +48,6 @@ class ProxyExtras:
   @property
   def stacked(self) -> bool:
     return len(self.settings) > 1
-
-  def stack(self, abstract, shardings, mesh, rules):
-    """Abstract state and shardings of all proxies of a sweep (one when not a sweep)."""
-    if not self.stacked:
-      return abstract, shardings
-    return ts.stack_proxies(abstract, shardings, len(self.settings), mesh, rules)
 
   def start(self, state, shardings, single_abstract, start_step: int, write: bool):
     """Every sweep proxy starts from the same init; loads the reference; opens the

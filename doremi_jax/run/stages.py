@@ -24,21 +24,23 @@ class Stages:
     self.gin_files, self.bindings, self.search_paths = list(gin_files), list(bindings), search_paths
 
   def configure(self, run_gin: str, stage_bindings: Sequence[str],
-                extra_modules: Sequence[str] = (), extra_files: Sequence[str] = ()) -> None:
+                task_modules: Sequence[str] = (), extra_files: Sequence[str] = ()) -> None:
+    """A fresh gin config; ``task_modules`` (exported mixtures: weights JSONs or modules)
+    are registered after the experiment's ``TASK_MODULES``, ``extra_files`` parsed last."""
     gin.clear_config()
     config.configure([run_gin] + self.gin_files + list(extra_files),
                      self.bindings + list(stage_bindings), self.search_paths)
-    if extra_modules:
-      modules = list(gin.query_parameter("%TASK_MODULES")) + list(extra_modules)
+    if task_modules:
+      modules = list(gin.query_parameter("%TASK_MODULES")) + list(task_modules)
       gin.bind_parameter("import_task_modules.modules", modules)
     config.prepare_tasks()
 
   def train(self, run_gin: str, model_dir: str, steps: int, extra: Sequence[str] = (),
-            extra_modules: Sequence[str] = (), extra_files: Sequence[str] = ()) -> dict[str, Any]:
+            task_modules: Sequence[str] = (), extra_files: Sequence[str] = ()) -> dict[str, Any]:
     self.configure(run_gin, [f"MODEL_DIR = {model_dir!r}", f"TRAIN_STEPS = {steps}",
-                             "RESUME = True", *extra], extra_modules, extra_files)
+                             "RESUME = True", *extra], task_modules, extra_files)
     print(f"[pipeline] {os.path.relpath(model_dir)}: training {steps} steps", flush=True)
-    return config.call_configured(trainer.train)
+    return trainer.train_from_gin()
 
   def evaluate(self, model_dir: str, mixture: str, split: str) -> dict[str, Any]:
     cached = paths.eval_file(model_dir, split)

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import gin
 import jax
 import numpy as np
 
 from doremi_jax import errors, mixtures
-from doremi_jax.core import flops, partitioning, steps
+from doremi_jax.core import flops, steps
 from doremi_jax.core import model as model_lib
-from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
 from doremi_jax.run import (
   checkpoints,
@@ -32,54 +30,11 @@ from doremi_jax.run import (
   metrics,
   paths,
   preemption,
+  step_builder,
   training_input,
 )
 from doremi_jax.run.proxy import ProxyExtras
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-  """One training run, as ``train``'s gin bindings give it."""
-  model_dir: str
-  mixture_or_task_name: str
-  task_feature_lengths: Mapping[str, int]
-  train_steps: int
-  kind: str = "plain"
-  batch_size: int = 16
-  seed: int = 0
-  resume: bool = False
-  reference_model_dir: str | None = None
-  checkpoint_every: int = 100
-  log_every: int = 10
-  progress: bool = True
-  export_name: str | None = None
-  microbatches: int = 1
-  eval_every: int | None = None  # learning curves (``run/heldout.py``); None: none
-  curve_batches_per_domain: int = 2
-  curve_splits: tuple[str, ...] = ("test",)
-
-  def __post_init__(self):
-    """Wrong types or ranges are one line before anything is written."""
-    def positive_int(name, value):
-      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise errors.DoremiError(f"{name} must be a positive integer, got {value!r}")
-    positive_int("TRAIN_STEPS", self.train_steps)
-    positive_int("BATCH_SIZE", self.batch_size)
-    positive_int("train.checkpoint_every", self.checkpoint_every)
-    positive_int("train.log_every", self.log_every)
-    positive_int("train.microbatches", self.microbatches)
-    if self.eval_every is not None:
-      positive_int("train.eval_every", self.eval_every)
-      positive_int("train.curve_batches_per_domain", self.curve_batches_per_domain)
-      if self.kind != "plain":
-        raise errors.DoremiError("train.eval_every (learning curves) is for plain runs; "
-                                 "a proxy run logs its per-domain losses every log_every")
-    if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-      raise errors.DoremiError(f"SEED must be an integer >= 0, got {self.seed!r}")
-    length = dict(self.task_feature_lengths).get("targets")
-    if not isinstance(length, int) or isinstance(length, bool) or length < 2:
-      raise errors.DoremiError("TASK_FEATURE_LENGTHS must map 'targets' to an integer >= 2, "
-                               f"got {dict(self.task_feature_lengths)!r}")
+from doremi_jax.run.settings import RunSettings
 
 
 def check_model_dir(model_dir: str, resume: bool) -> dict | None:
@@ -99,69 +54,50 @@ class Trainer:
   """Sets a run up once (mesh, shardings, step function, checkpointer, input, writers);
   ``run`` loops ``do_step`` and writes the summary."""
 
-  def __init__(self, run: RunSettings):
+  def __init__(self, run: RunSettings, model_config: model_lib.TransformerConfig,
+               doremi_config: steps.DoremiConfig | None = None):
     self.run_settings = run
     self.is_writer = jax.process_index() == 0
     # Validate everything cheap before writing anything, so a failed start leaves no trace.
     self.provider = mixtures.provider(run.mixture_or_task_name)  # the one registry lookup
-    self.model_config = model_lib.TransformerConfig()
-    seqio_input.check_vocabulary(self.provider, self.model_config.vocab_size)
+    self.model_config = model_config
+    seqio_input.check_vocabulary(self.provider, model_config.vocab_size)
     self.domains = mixtures.domain_names(self.provider)
     self.proxy = (ProxyExtras(run.model_dir, run.reference_model_dir, self.provider,
-                              self.domains, run.export_name, run.batch_size)
+                              self.domains, run.export_name, run.batch_size, doremi_config)
                   if run.kind == "proxy" else None)
-    self.mesh = partitioning.make_mesh()
-    rules = partitioning.logical_axis_rules()
-    data_shards = partitioning.batch_size_divisor(self.mesh, rules)
-    if run.batch_size % data_shards:
-      raise errors.DoremiError(f"batch size {run.batch_size} does not divide over the mesh's "
-                               f"{data_shards} data shards")
-    if run.batch_size % (data_shards * run.microbatches):
-      raise errors.DoremiError(
-          f"train.microbatches={run.microbatches}: batch size {run.batch_size} does not split "
-          f"into {run.microbatches} micro-batches that divide over the mesh's {data_shards} "
-          "data shards (batch size must be a multiple of microbatches x data shards)")
-    self.seq_len = int(run.task_feature_lengths["targets"])
+    self.built = step_builder.build(run, len(self.domains), model_config, doremi_config)
+    built, self.mesh = self.built, self.built.mesh
+    self.seq_len = run.sequence_length
     self.prepared_input = training_input.mixture_input(  # None: not prepared data
         self.provider, self.domains, self.seq_len, run.batch_size, run.seed)
     os.makedirs(run.model_dir, exist_ok=True)
-    lm = model_lib.TransformerLM(self.model_config)
-    optimizer = ts.make_optimizer(run.train_steps)
-    num_domain_state = len(self.domains) if self.proxy else None
-    single_abstract, single_shardings = ts.state_shardings(
-        lm, optimizer, self.mesh, self.seq_len, num_domain_state, rules)
-    abstract, shardings = single_abstract, single_shardings
-    if self.proxy:
-      abstract, shardings = self.proxy.stack(abstract, shardings, self.mesh, rules)
-    self.step_fn = steps.make_train_step(
-        run.kind, lm, optimizer, self.mesh, shardings, len(self.domains),
-        self.proxy.config if self.proxy else None, rules,
-        reference_shardings=single_shardings.params, microbatches=run.microbatches)
+    self.step_fn = built.step
     self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)
     latest = self.checkpointer.latest_step() if run.resume else None
     self.start = latest or 0
     # The last log before the checkpoint: a run resumed at its last step still reports it.
     self.last: dict[str, Any] | None = None
     if latest is not None:
-      self.state = self.checkpointer.restore(abstract, latest)
+      self.state = self.checkpointer.restore(built.state, latest)
       self.last = self.checkpointer.metadata(latest).get("last_log")
     else:
-      self.state = ts.init_state(lm, optimizer, self.mesh, self.seq_len, run.seed,
-                                 num_domain_state, rules=rules, shardings=single_shardings)
+      self.state = built.init_model_state(run.seed)
     if self.proxy:
-      self.state = self.proxy.start(self.state, shardings, single_abstract, self.start,
-                                    write=self.is_writer)
+      self.state = self.proxy.start(self.state, built.state_shardings, built.model_state,
+                                    self.start, write=self.is_writer)
     if self.is_writer:
       config.write_operative_config(paths.config_file(run.model_dir, self.start))
     self.batches, self.input_kind = training_input.training_batches(
         self.prepared_input, self.provider, self.domains, run.task_feature_lengths,
-        run.batch_size, run.seed, self.start, steps.batch_shardings(self.mesh, rules))
+        run.batch_size, run.seed, self.start, built.batch_shardings)
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer,
                                         resumed_from=self.start if run.resume else None)
     self.curves = None
     if run.eval_every is not None:
-      held = heldout.HeldOut(lm, self.mesh, single_shardings.params, rules, self.provider,
-                             self.domains, run.task_feature_lengths, run.batch_size)
+      held = heldout.HeldOut(built.lm, self.mesh, built.model_shardings.params, built.rules,
+                             self.provider, self.domains, run.task_feature_lengths,
+                             run.batch_size)
       self.curves = heldout.Curves(held, run.model_dir, run.curve_splits,
                                    run.curve_batches_per_domain, self.start, self.is_writer)
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
@@ -265,50 +201,30 @@ class Trainer:
     return out
 
 
-@gin.configurable
-def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
-          task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
-          train_steps: int = gin.REQUIRED, kind: str = "plain", batch_size: int = 16,
-          seed: int = 0, resume: bool = False, reference_model_dir: str | None = None,
-          checkpoint_every: int = 100, log_every: int = 10, progress: bool = True,
-          export_name: str | None = None, ignore_changes: Sequence[str] = (),
-          microbatches: int = 1, eval_every: int | None = None,
-          curve_batches_per_domain: int = 2,
-          curve_splits: Sequence[str] = ("test",)) -> dict[str, Any]:
-  """Trains one model; ``kind`` is "plain" (reference/main) or "proxy" (DoReMi).
-
-  ``microbatches``: the global batch is processed in that many micro-batches inside the one
-  jitted step (exact gradient accumulation, for memory; see ``core/steps.py``).
-
-  ``eval_every``: every that many steps (and at the last), a plain run appends per-domain
-  metrics on the first ``curve_batches_per_domain`` batches of each split of
-  ``curve_splits`` to ``curve_<split>.jsonl``: the learning curves behind steps-to-target.
-
-  ``ignore_changes`` (``RESUME_IGNORE_CHANGES``): fingerprint entries allowed to differ
-  from the run dir's record when resuming or reusing it (``run/fingerprint.py``)."""
-  if kind not in ("plain", "proxy"):
-    raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {kind!r}")
-  if kind == "proxy" and not reference_model_dir:
+def train(run: RunSettings) -> dict[str, Any]:
+  """Trains one model (``run.kind``: "plain" for a reference or main run, "proxy" for
+  DoReMi); its model and DoReMi configs are built here, once, from gin."""
+  if run.kind == "proxy" and not run.reference_model_dir:
     raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
-  model_dir = os.path.abspath(model_dir)
-  if not isinstance(task_feature_lengths, Mapping):
-    raise errors.DoremiError("TASK_FEATURE_LENGTHS must be a mapping like {'targets': 128}, "
-                             f"got {task_feature_lengths!r}")
-  run = RunSettings(model_dir, mixture_or_task_name, dict(task_feature_lengths), train_steps,
-                    kind, batch_size, seed, resume, reference_model_dir, checkpoint_every,
-                    log_every, progress, export_name, microbatches, eval_every=eval_every,
-                    curve_batches_per_domain=curve_batches_per_domain,
-                    curve_splits=tuple(curve_splits))
-  with lock.RunLock(model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
-    finished = check_model_dir(model_dir, resume)
-    fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(mixture_or_task_name))
-    changed = fingerprint.check(model_dir, fp, list(ignore_changes))
+  model_config = model_lib.TransformerConfig()
+  doremi_config = steps.DoremiConfig() if run.kind == "proxy" else None
+  with lock.RunLock(run.model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
+    finished = check_model_dir(run.model_dir, run.resume)
+    fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(run.mixture_or_task_name),
+                            model_config, doremi_config)
+    changed = fingerprint.check(run.model_dir, fp, list(run.ignore_changes))
     if changed:
-      print(f"warning: {model_dir}: resuming with changed {', '.join(changed)} "
+      print(f"warning: {run.model_dir}: resuming with changed {', '.join(changed)} "
             "(RESUME_IGNORE_CHANGES)", flush=True)
-    if finished is not None and finished.get("steps") == train_steps and not changed:
+    if finished is not None and finished.get("steps") == run.train_steps and not changed:
       return finished
-    trainer = Trainer(run)
+    trainer = Trainer(run, model_config, doremi_config)
     if jax.process_index() == 0:
-      fingerprint.record(model_dir, fp)
+      fingerprint.record(run.model_dir, fp)
     return trainer.run()
+
+
+def train_from_gin() -> dict[str, Any]:
+  """The run the parsed gin config describes (``train.*``), as the CLI and the pipeline
+  start it."""
+  return train(config.build_configured(RunSettings, "train"))

@@ -1,0 +1,102 @@
+"""The one place a run's train step is built: model, optimizer, mesh, logical-axis rules,
+state shardings, the stacked sweep and micro-batches, after the batch checks. The trainer
+runs what it builds, the compile check lowers the very same step from abstract shapes
+(MaxText's ``train_compile`` idea), and the evaluator reuses its model and mesh."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from doremi_jax.core import model as model_lib
+from doremi_jax.core import partitioning, steps
+from doremi_jax.core import train_state as ts
+from doremi_jax.run.settings import RunSettings, check_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltStep:
+  """A run's jitted step and everything it was built from; ``model_state`` is one model's
+  abstract state, ``state`` the one the step takes (several proxies stacked in a sweep)."""
+  settings: RunSettings
+  model_config: model_lib.TransformerConfig
+  lm: model_lib.TransformerLM
+  optimizer: optax.GradientTransformation
+  mesh: Mesh
+  rules: Any
+  doremi_config: steps.DoremiConfig | None
+  num_domains: int
+  model_state: ts.TrainState
+  model_shardings: ts.TrainState
+  state: ts.TrainState
+  state_shardings: ts.TrainState
+  step: Callable  # plain: step(state, batch); proxy: step(state, reference_params, batch)
+
+  @property
+  def num_proxies(self) -> int:
+    return steps.num_proxies(self.doremi_config)
+
+  @property
+  def batch_shardings(self) -> dict[str, jax.sharding.NamedSharding]:
+    return steps.batch_shardings(self.mesh, self.rules)
+
+  def init_model_state(self, seed: int) -> ts.TrainState:
+    """One model's initial state, directly into its shardings (a sweep broadcasts it)."""
+    return ts.init_state(self.lm, self.optimizer, self.mesh, self.settings.sequence_length,
+                         seed, self._domain_state(), rules=self.rules,
+                         shardings=self.model_shardings)
+
+  def abstract_args(self) -> tuple:
+    """The step's arguments as sharded shapes (state first), for lowering without arrays."""
+    batch = abstract_batch(self.mesh, self.settings.batch_size, self.settings.sequence_length,
+                           self.rules)
+    if self.settings.kind == "proxy":
+      return (self.state, self.model_state.params, batch)
+    return (self.state, batch)
+
+  def _domain_state(self) -> int | None:
+    return self.num_domains if self.settings.kind == "proxy" else None
+
+
+def abstract_batch(mesh, batch_size: int, seq_len: int, rules=None) -> dict[str, Any]:
+  """The training batch's shapes and dtypes (as ``grain_input`` / ``seqio_input`` make it)."""
+  shardings = steps.batch_shardings(mesh, rules)
+  shapes = {"inputs": ((batch_size, seq_len), jnp.int32),
+            "targets": ((batch_size, seq_len), jnp.int32),
+            "loss_mask": ((batch_size, seq_len), jnp.float32),
+            "domain_ids": ((batch_size,), jnp.int32)}
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=shardings[k])
+          for k, (shape, dtype) in shapes.items()}
+
+
+def build(settings: RunSettings, num_domains: int, model_config: model_lib.TransformerConfig,
+          doremi_config: steps.DoremiConfig | None = None, mesh: Mesh | None = None
+          ) -> BuiltStep:
+  """The step of ``settings.kind`` on ``mesh`` (default: ``make_mesh()``), one message per
+  bad batch; a proxy needs its ``doremi_config`` (a list-valued one stacks a sweep)."""
+  if settings.kind == "proxy" and doremi_config is None:
+    raise ValueError("a proxy step needs its DoremiConfig")
+  proxy = settings.kind == "proxy"
+  mesh = partitioning.make_mesh() if mesh is None else mesh
+  rules = partitioning.logical_axis_rules()
+  check_batch(settings.batch_size, settings.microbatches,
+              partitioning.batch_size_divisor(mesh, rules))
+  lm = model_lib.TransformerLM(model_config)
+  optimizer = ts.make_optimizer(settings.train_steps)
+  model_state, model_shardings = ts.state_shardings(
+      lm, optimizer, mesh, settings.sequence_length, num_domains if proxy else None, rules)
+  state, state_shardings = model_state, model_shardings
+  count = steps.num_proxies(doremi_config if proxy else None)
+  if count > 1:
+    state, state_shardings = ts.stack_proxies(model_state, model_shardings, count, mesh, rules)
+  step = steps.make_train_step(settings.kind, lm, optimizer, mesh, state_shardings,
+                               num_domains, doremi_config if proxy else None, rules,
+                               reference_shardings=model_shardings.params,
+                               microbatches=settings.microbatches)
+  return BuiltStep(settings, model_config, lm, optimizer, mesh, rules,
+                   doremi_config if proxy else None, num_domains, model_state,
+                   model_shardings, state, state_shardings, step)
