@@ -37,7 +37,8 @@ import step_time  # noqa: E402  (benchmarks/step_time.py: the bare step benchmar
 
 from doremi_jax import storage  # noqa: E402
 from doremi_jax.core import model as model_lib  # noqa: E402
-from doremi_jax.data import grain_input, prepare, prepared  # noqa: E402
+from doremi_jax.corpora import prepare
+from doremi_jax.data import grain_input, prepared  # noqa: E402
 from doremi_jax.run import config, settings, trainer  # noqa: E402
 
 

@@ -4,7 +4,7 @@
     python benchmarks/memory.py --json /tmp/memory.json
 
 Nothing is run or allocated: each step is compiled from abstract shapes and measured by
-``doremi_jax.run.memory`` (the compile check's own functions). It shows that the frozen
+``doremi_jax.compile_check.memory`` (the compile check's own functions). It shows that the frozen
 reference costs its parameters only (no optimizer state, no gradients), and bytes per
 parameter against the ideal: f32 parameters 4 + Adam's two moments 8 = 12 B per trained
 parameter, 4 B per frozen one; gradients (4 B) are temporaries, not state.
@@ -21,9 +21,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
+from doremi_jax.compile_check import memory  # noqa: E402
 from doremi_jax.core import model as model_lib  # noqa: E402
 from doremi_jax.core import partitioning, steps  # noqa: E402
-from doremi_jax.run import memory, settings, step_builder  # noqa: E402
+from doremi_jax.run import settings, step_builder  # noqa: E402
 
 NUM_DOMAINS = 4
 IDEAL = {"trained": 4 + 8, "frozen": 4, "gradient": 4}  # f32 bytes per parameter

@@ -5,7 +5,7 @@
     python -m doremi_jax.corpus prepare --source=pile:DIR|dir:DIR|embedded --out=DIR \\
         [--vocab_size=N | --tokenizer=PATH] [--sequence_length=L] [--skip_bad_lines] [Beam options]
 
-``prepare`` is the Apache Beam job of ``doremi_jax.data.prepare``: packed per-domain
+``prepare`` is the Apache Beam job of ``doremi_jax.corpora.prepare``: packed per-domain
 ArrayRecord shards plus ``manifest.json``, for training at scale (DirectRunner here;
 ``--runner=DataflowRunner|FlinkRunner|SparkRunner ...`` elsewhere).
 
@@ -25,9 +25,10 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
 from doremi_jax import errors, tables  # noqa: E402
-from doremi_jax.data import corpus_build, corpus_reader, corpus_sources, tokenizer  # noqa: E402
-from doremi_jax.data import prepare as prepare_lib  # noqa: E402  (Beam is imported when it runs)
-from doremi_jax.data.corpus_build import DEFAULT_CAP_BYTES, embedded_corpus_dir  # noqa: E402
+from doremi_jax.corpora import corpus_build, corpus_sources
+from doremi_jax.corpora import prepare as prepare_lib  # noqa: E402  (Beam is imported when it runs)
+from doremi_jax.corpora.corpus_build import DEFAULT_CAP_BYTES, embedded_corpus_dir  # noqa: E402
+from doremi_jax.data import corpus_reader, tokenizer  # noqa: E402
 
 
 def build(out: str | None, cap_bytes: int, domains: str | None, cache_dir: str | None) -> None:

@@ -1,4 +1,4 @@
-"""The controls corpus (``doremi_jax.data.controls``) as DoReMi domains: four embedded
+"""The controls corpus (``doremi_jax.corpora.controls``) as DoReMi domains: four embedded
 real-text domains plus ``junk`` and ``boilerplate``, whose right answer (weight well below
 uniform) is known.
 
@@ -16,7 +16,8 @@ import os
 import gin
 
 from doremi_jax import storage
-from doremi_jax.data import controls, corpus_build, tokenizer
+from doremi_jax.corpora import controls, corpus_build
+from doremi_jax.data import tokenizer
 from doremi_jax.tasks import prepared
 
 PREFIX = "controls"

@@ -1,4 +1,4 @@
-"""The embedded real-text corpus (``doremi_jax.data.corpus_build``) as DoReMi domains.
+"""The embedded real-text corpus (``doremi_jax.corpora.corpus_build``) as DoReMi domains.
 
 ``register_embedded`` builds the corpus on first use (from pinned packages, cached in
 ``$DOREMI_CACHE/embedded_corpus`` or ``~/.cache/doremi_jax/embedded_corpus``), trains or
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import gin
 
-from doremi_jax.data import corpus_build, tokenizer
+from doremi_jax.corpora import corpus_build
+from doremi_jax.data import tokenizer
 from doremi_jax.tasks import corpus, prepared
 
 PREFIX = "embedded"

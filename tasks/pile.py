@@ -22,8 +22,7 @@ import gin
 import seqio
 
 from doremi_jax import mixtures
-from doremi_jax.data import corpus_reader, corpus_stats, domains, tokenizer
-from doremi_jax.data.pile import (  # noqa: F401  (re-exported)
+from doremi_jax.corpora.pile_format import (  # noqa: F401  (re-exported)
   NAMED_MIXTURES,
   PILE_BASELINE_WEIGHTS,
   PILE_DOMAINS,
@@ -32,6 +31,7 @@ from doremi_jax.data.pile import (  # noqa: F401  (re-exported)
   pile_files,
   split_files,
 )
+from doremi_jax.data import corpus_reader, corpus_stats, domains, tokenizer
 from doremi_jax.tasks import corpus, prepared
 
 PREFIX = "pile"

@@ -88,7 +88,7 @@ def register_prepared_source(source: str = gin.REQUIRED, prefix: str = gin.REQUI
                              model_vocab_size: int | None = None) -> list[str]:
   """Prepares ``source`` (``embedded``, ``dir:DIR``, ``pile:DIR``) with the Beam job on
   the DirectRunner unless an up-to-date prepared copy exists, then registers it."""
-  from doremi_jax.data import prepare, prepare_sources  # Beam: imported only when used
+  from doremi_jax.corpora import prepare, prepare_sources  # Beam: imported only when used
   settings = {"vocab_size": int(vocab_size), "sequence_length": int(sequence_length),
               "validation_fraction": float(validation_fraction),
               "sample_chars": int(sample_chars), "format": prepare.FORMAT_VERSION}

@@ -1,4 +1,4 @@
-"""The generated real-text corpus (``doremi_jax.data.synthetic_text``) as DoReMi domains.
+"""The generated real-text corpus (``doremi_jax.corpora.synthetic_text``) as DoReMi domains.
 
 ``register_synthetic_text`` writes the corpus if missing (``$DOREMI_CACHE/synthetic_text_<scale>``,
 default ``~/.cache/doremi_jax/...``), trains or reuses its SentencePiece tokenizer and
@@ -12,7 +12,8 @@ import os
 import gin
 
 from doremi_jax import storage
-from doremi_jax.data import synthetic_text, tokenizer
+from doremi_jax.corpora import synthetic_text
+from doremi_jax.data import tokenizer
 from doremi_jax.tasks import corpus
 
 PREFIX = "stext"

@@ -32,7 +32,7 @@ PREPARED_VOCAB = 320
 def prepared_dir(tmp_path_factory) -> str:
   """A small generated corpus prepared once by the Beam job (SentencePiece 320, length 64),
   shared by the tests that train on prepared data; none of them modify it."""
-  from doremi_jax.data import prepare, synthetic_text  # pylint: disable=g-import-not-at-top
+  from doremi_jax.corpora import prepare, synthetic_text  # pylint: disable=g-import-not-at-top
   src = tmp_path_factory.mktemp("synthetic")
   synthetic_text.write_corpus(str(src), scale=0.05)
   out = tmp_path_factory.mktemp("prepared")

@@ -108,14 +108,14 @@ def test_fit_verdicts(runs):
     ("v4-8", 4, "v4:2x2x1"), ("v5e-256", 256, "v5e:16x16"), ("v6e-8", 8, "v6e:2x4"),
     ("cpu:256", 256, "")])
 def test_topology_names(name, devices, libtpu_name):
-  from doremi_jax.run import topology  # pylint: disable=g-import-not-at-top
+  from doremi_jax.compile_check import topology  # pylint: disable=g-import-not-at-top
   topo = topology.parse(name)
   assert (topo.num_devices, topo.tpu_topology) == (devices, libtpu_name)
 
 
 def test_a_refused_compile_fits_nothing():
   """A TPU compiler that runs out of HBM gives no total: the verdict is no, with its reason."""
-  from doremi_jax.run import memory  # pylint: disable=g-import-not-at-top
+  from doremi_jax.compile_check import memory  # pylint: disable=g-import-not-at-top
   verdict = memory.verdict(None, 32, "RESOURCE_EXHAUSTED: Ran out of memory on HBM")
   assert verdict["fits"] is False and verdict["reason"].startswith("RESOURCE_EXHAUSTED")
   assert memory.verdict(2 * 1024 ** 3, 4)["used_fraction"] == 0.5

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from doremi_jax import errors
-from doremi_jax.data import controls, corpus_reader
+from doremi_jax.corpora import controls
+from doremi_jax.data import corpus_reader
 
 REAL = ("alpha", "beta", "gamma")
 CAP = 20_000
@@ -129,7 +130,7 @@ def test_gin_experiment_registers_and_prepares(real_dir, tmp_path, monkeypatch):
   import gin
 
   from doremi_jax import mixtures
-  from doremi_jax.data import corpus_build
+  from doremi_jax.corpora import corpus_build
   from doremi_jax.run import config, pipeline  # noqa: F401  (every configurable the gin binds)
   monkeypatch.setenv("DOREMI_CACHE", str(tmp_path / "cache"))  # the controls corpus goes here
   builds = []

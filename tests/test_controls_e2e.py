@@ -10,7 +10,7 @@ import pytest
 
 from doremi_jax import pipeline as pipeline_cli
 from doremi_jax import unimax
-from doremi_jax.data import controls, corpus_build
+from doremi_jax.corpora import controls, corpus_build
 
 pytestmark = pytest.mark.heavy  # minutes: scheduled first (conftest.py)
 

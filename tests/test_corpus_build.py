@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from doremi_jax.data import corpus_build as cb
-from doremi_jax.data import corpus_reader, corpus_sources
+from doremi_jax.corpora import corpus_build as cb
+from doremi_jax.corpora import corpus_sources
+from doremi_jax.data import corpus_reader
 
 CAP = 50_000
 SMALL_DOMAINS = ("dialogue", "code")

@@ -17,7 +17,8 @@ import zstandard
 
 from doremi_jax import corpus as corpus_cli
 from doremi_jax import errors, mixture_files, mixtures
-from doremi_jax.data import corpus_build, corpus_reader, tokenizer
+from doremi_jax.corpora import corpus_build
+from doremi_jax.data import corpus_reader, tokenizer
 from doremi_jax.run import config, pipeline  # noqa: F401  (pipeline: every configurable the gin files bind)
 from doremi_jax.tasks import corpus as corpus_tasks
 from doremi_jax.tasks import pile

@@ -19,7 +19,7 @@ import zstandard
 from doremi_jax import corpus as corpus_cli
 from doremi_jax import errors, mixture_files
 from doremi_jax import train as train_cli
-from doremi_jax.data import prepare, synthetic_text
+from doremi_jax.corpora import prepare, synthetic_text
 from doremi_jax.run import lock, paths
 from doremi_jax.tasks import prepared as prepared_tasks
 

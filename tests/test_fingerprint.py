@@ -8,7 +8,7 @@ import in_process
 import pytest
 
 from doremi_jax import train as train_cli
-from doremi_jax.data import prepare, synthetic_text
+from doremi_jax.corpora import prepare, synthetic_text
 
 
 def _prepare(src, out):

@@ -15,11 +15,13 @@ import sys
 import threading
 import time
 
+import in_process
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from doremi_jax import train as train_cli
 from doremi_jax.run import preemption
 
 pytestmark = pytest.mark.heavy  # minutes: scheduled first (conftest.py)
@@ -41,8 +43,8 @@ def _args(kind, model_dir, ref):
 
 
 def _cli(*args):
-  proc = subprocess.run([sys.executable, "-m", "doremi_jax.train", *args], cwd=ROOT, env=ENV,
-                        capture_output=True, text=True, timeout=600)
+  """A run to its end, in this process (only the interrupted starts need their own)."""
+  proc = in_process.run_main(train_cli.main, args)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 

@@ -1,4 +1,4 @@
-"""doremi-corpus prepare (the Beam job of doremi_jax.data.prepare) on Beam's DirectRunner:
+"""doremi-corpus prepare (the Beam job of doremi_jax.corpora.prepare) on Beam's DirectRunner:
 counts, packing, determinism, errors."""
 from __future__ import annotations
 
@@ -12,14 +12,8 @@ import sentencepiece as spm
 import zstandard
 
 from doremi_jax import corpus as corpus_cli
-from doremi_jax.data import (
-  corpus_build,
-  corpus_reader,
-  prepare,
-  prepare_sources,
-  prepared,
-  synthetic_text,
-)
+from doremi_jax.corpora import corpus_build, prepare, prepare_sources, synthetic_text
+from doremi_jax.data import corpus_reader, prepared
 
 LEN = 64
 VOCAB = 320

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from doremi_jax import errors
-from doremi_jax.data import grain_input, prepare, prepared, synthetic_text
+from doremi_jax.corpora import prepare, synthetic_text
+from doremi_jax.data import grain_input, prepared
 
 LEN = 32
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 
-from doremi_jax.data import prepare
+from doremi_jax.corpora import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from doremi_jax.data import synthetic_text
+from doremi_jax.corpora import synthetic_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")

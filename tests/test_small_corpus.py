@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from doremi_jax import corpus as corpus_cli
-from doremi_jax.data import synthetic_text
+from doremi_jax.corpora import synthetic_text
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

@@ -9,8 +9,9 @@ import pytest
 import step_fixtures as fx
 
 from doremi_jax import errors
+from doremi_jax.compile_check import memory
 from doremi_jax.core import steps
-from doremi_jax.run import config, memory, registry, settings, step_builder, trainer
+from doremi_jax.run import config, registry, settings, step_builder, trainer
 
 
 def _settings(tmp_path, **overrides) -> settings.RunSettings:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from doremi_jax import errors
-from doremi_jax.data import corpus_reader, synthetic_text
+from doremi_jax.corpora import synthetic_text
+from doremi_jax.data import corpus_reader
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 0.1
@@ -63,7 +64,7 @@ def test_discover_finds_the_four_domains(tmp_path):
 
 def test_bad_input_is_one_line(tmp_path):
   for args in (["--scale", "-1"], ["--scale", "nan"], ["--seed", "-2"]):
-    proc = subprocess.run([sys.executable, "-m", "doremi_jax.data.synthetic_text",
+    proc = subprocess.run([sys.executable, "-m", "doremi_jax.corpora.synthetic_text",
                            str(tmp_path / "out"), *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr

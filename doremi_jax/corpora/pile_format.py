@@ -1,7 +1,7 @@
 """The Pile's format: its 22 domain names, the paper's weight tables, its files and lines.
 
 Shared by the on-the-fly Tasks (``doremi_jax.tasks.pile``) and the Beam preparation
-(``doremi_jax.data.prepare_sources``).
+(``doremi_jax.corpora.prepare_sources``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What ``doremi_jax.data.prepare`` reads: a ``--source`` spec resolved to a list of input files.
+"""What ``doremi_jax.corpora.prepare`` reads: a ``--source`` spec resolved to a list of input files.
 
 Three schemes:
 
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from doremi_jax import errors
-from doremi_jax.data import corpus_reader, pile
+from doremi_jax.corpora import pile_format
+from doremi_jax.data import corpus_reader
 from doremi_jax.data.corpus_reader import split_of
 
 SCHEMES = ("pile", "dir", "embedded")
@@ -107,7 +108,7 @@ def _resolve_pile(spec: str, pattern: str) -> SourcePlan:
     fp = corpus_reader.fingerprint(train, root, content=False)
   items = tuple(InputFile(str(f), None, fixed[f] or ("train" if by_files else None))
                 for f in files)
-  return SourcePlan(spec, items, {corpus_reader.sanitize(d): fp for d in pile.PILE_DOMAINS},
+  return SourcePlan(spec, items, {corpus_reader.sanitize(d): fp for d in pile_format.PILE_DOMAINS},
                     "files" if by_files else "hash")
 
 
@@ -127,7 +128,7 @@ def resolve(spec: str) -> SourcePlan:
     return _resolve_pile(spec, rest)
   if scheme == "dir":
     return _resolve_dir(spec, rest)
-  from doremi_jax.data import corpus_build  # pylint: disable=g-import-not-at-top
+  from doremi_jax.corpora import corpus_build  # pylint: disable=g-import-not-at-top
   built = corpus_build.embedded_corpus_dir()
   corpus_build.build_corpus(built)
   return _resolve_dir(spec, built)
@@ -137,7 +138,7 @@ def _pile_lines(path: str, bad: corpus_reader.BadLines | None
                 ) -> Iterator[tuple[str, str]]:
   files, opener = ([path], _open_remote_text) if "://" in path else ([Path(path)],
                                                                      corpus_reader.open_text)
-  for name, text in pile.iter_pile(files, opener, bad):
+  for name, text in pile_format.iter_pile(files, opener, bad):
     yield corpus_reader.sanitize(name), text
 
 

@@ -31,7 +31,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from doremi_jax import errors, storage, tables
-from doremi_jax.data import corpus_reader, prepare_io, prepare_sources, tokenizer
+from doremi_jax.corpora import prepare_io, prepare_sources
+from doremi_jax.data import corpus_reader, tokenizer
 
 DEFAULT_SEQUENCE_LENGTH = 1024
 DEFAULT_SHARD_BYTES = 256 << 20  # text per shard: a shard is packed in one worker's memory

@@ -17,7 +17,7 @@ DoReMi should give ``random`` and ``constant`` low weight (no excess loss to cha
 ``grammar`` and ``arithmetic`` high weight. The learnable domains are also the larger
 ones, so the token-count baseline mixture favours them too.
 
-    python -m doremi_jax.data.synthetic_text OUT_DIR [--seed N] [--scale X]
+    python -m doremi_jax.corpora.synthetic_text OUT_DIR [--seed N] [--scale X]
 """
 from __future__ import annotations
 
@@ -280,7 +280,7 @@ def write_corpus(out_dir: str, seed: int = 0, scale: float = 1.0) -> dict[str, i
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m doremi_jax.data.synthetic_text",
+  ap = argparse.ArgumentParser(prog="python -m doremi_jax.corpora.synthetic_text",
                                description=__doc__.splitlines()[0])
   ap.add_argument("out_dir", help="where <domain>.jsonl and manifest.json are written")
   ap.add_argument("--seed", type=int, default=0)

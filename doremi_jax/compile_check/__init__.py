@@ -19,10 +19,11 @@ import sys
 from typing import Any, Sequence
 
 from doremi_jax import errors
+from doremi_jax.compile_check import memory, topology
 from doremi_jax.core import model as model_lib
 from doremi_jax.core import partitioning, steps
-from doremi_jax.data import pile
-from doremi_jax.run import config, memory, registry, step_builder, topology
+from doremi_jax.corpora import pile_format
+from doremi_jax.run import config, registry, step_builder
 from doremi_jax.run import settings as settings_lib
 
 MIB = 1024 ** 2
@@ -118,7 +119,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                       help="cpu:N (simulated devices) or a TPU slice: v5p-256, v4-64, v5e-256")
   parser.add_argument("--json", help="also write every number to this JSON file")
   parser.add_argument("--device_gib", type=float, help="also check against this many GiB")
-  parser.add_argument("--num_domains", type=int, default=len(pile.PILE_DOMAINS),
+  parser.add_argument("--num_domains", type=int, default=len(pile_format.PILE_DOMAINS),
                       help="domains in the mixture (default: the Pile's)")
   return parser.parse_known_args(list(argv))
 
@@ -145,6 +146,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def console_main() -> None:
   main()
 
-
-if __name__ == "__main__":
-  main()

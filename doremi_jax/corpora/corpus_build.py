@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from doremi_jax import errors, storage
-from doremi_jax.data.corpus_sources import DEFAULT_DOMAINS, DOMAINS, Members
+from doremi_jax.corpora.corpus_sources import DEFAULT_DOMAINS, DOMAINS, Members
 
 DEFAULT_CAP_BYTES = 2_000_000
 

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = (
     ("doremi_jax", "doremi_jax.errors", "doremi_jax.storage", "doremi_jax.tables"),
     ("doremi_jax.core", "doremi_jax.data"),
+    ("doremi_jax.corpora",),
     ("doremi_jax.mixtures", "doremi_jax.unimax"),
     ("doremi_jax.mixture_files",),
     ("doremi_jax.run", "doremi_jax.tasks"),
@@ -80,5 +81,5 @@ def test_training_does_not_reach_the_corpus_downloader():
       continue
     seen.add(module)
     todo += [t for t in _imports(modules[module], module) if t in modules]
-  assert "doremi_jax.data.corpus_build" not in seen
+  assert "doremi_jax.corpora.corpus_build" not in seen
   assert "doremi_jax.tasks.embedded" not in seen  # task modules come from the gin files

@@ -27,8 +27,9 @@ from typing import Sequence
 import numpy as np
 
 from doremi_jax import errors, storage
-from doremi_jax.data import corpus_build, corpus_reader
-from doremi_jax.data.synthetic_text import DOC_CHARS, _Draws
+from doremi_jax.corpora import corpus_build
+from doremi_jax.corpora.synthetic_text import DOC_CHARS, _Draws
+from doremi_jax.data import corpus_reader
 
 REAL_DOMAINS = ("code", "legal", "news", "encyclopedia")
 CONTROL_DOMAINS = ("junk", "boilerplate")
