@@ -1,4 +1,4 @@
-"""Training for the reference, proxy (DoReMi) and main runs: ``train`` (gin) and ``Trainer``.
+"""Training for the reference, proxy (DoReMi) and main runs: ``train(RunSettings)`` and ``Trainer``.
 
 A run writes into ``MODEL_DIR`` (names in ``run/paths.py``): ``config.gin`` (operative
 config; ``config.<step>.gin`` for each resumed start), orbax ``checkpoints/``, TensorBoard
