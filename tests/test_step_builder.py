@@ -60,7 +60,7 @@ def test_the_compile_check_lowers_the_step_the_trainer_runs(tmp_path):
   doremi = steps.DoremiConfig(step_size=[1.0, 0.1])
   built = step_builder.build(_settings(tmp_path, kind="proxy"), fx.K, cfg, doremi)
   assert built.num_proxies == 2
-  state, reference, batch = built.abstract_args()
+  state, reference, batch = built.abstract_args
   assert jax.tree.leaves(state.params)[0].shape[0] == 2  # stacked on the proxies axis
   assert batch["inputs"].shape == (8, fx.SEQ)
   compiled = memory.compile_step(built)

@@ -40,7 +40,7 @@ class OutOfMemory(Exception):
 def compile_step(built: step_builder.BuiltStep):
   """The run's own jitted step, lowered from abstract arguments and compiled."""
   with jax.set_mesh(built.mesh):
-    lowered = built.step.jitted.lower(*built.abstract_args())
+    lowered = built.step.jitted.lower(*built.abstract_args)
     try:
       return lowered.compile()
     except jax.errors.JaxRuntimeError as exc:
@@ -64,7 +64,7 @@ def measure(built: step_builder.BuiltStep, compiled) -> dict[str, Any]:
   if compiler:
     compiler["total"] = (compiler["arguments"] + compiler["outputs"] - compiler["aliased"]
                          + compiler["temporaries"])
-  args = built.abstract_args()
+  args = built.abstract_args
   state, batch = args[0], args[-1]
   reference = args[1] if len(args) == 3 else None
   trees = {"parameters": state.params, "optimizer_state": state.opt_state,

@@ -5,6 +5,7 @@ runs what it builds, the compile check lowers the very same step from abstract s
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -50,8 +51,10 @@ class BuiltStep:
                          seed, self._domain_state(), rules=self.rules,
                          shardings=self.model_shardings)
 
+  @functools.cached_property
   def abstract_args(self) -> tuple:
-    """The step's arguments as sharded shapes (state first), for lowering without arrays."""
+    """The step's arguments as sharded shapes (state first), for lowering without arrays;
+    built once, shared by the compile and the memory accounting."""
     batch = abstract_batch(self.mesh, self.settings.batch_size, self.settings.sequence_length,
                            self.rules)
     if self.settings.kind == "proxy":
