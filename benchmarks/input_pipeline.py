@@ -38,19 +38,19 @@ import step_time  # noqa: E402  (benchmarks/step_time.py: the bare step benchmar
 from doremi_jax import storage  # noqa: E402
 from doremi_jax.core import model as model_lib  # noqa: E402
 from doremi_jax.corpora import prepare
-from doremi_jax.data import grain_input, prepared  # noqa: E402
+from doremi_jax.data import grain_input, prepared_corpus  # noqa: E402
 from doremi_jax.run import config, settings, trainer  # noqa: E402
 
 
-def prepared_corpus(work: str, length: int, vocab: int) -> prepared.PreparedCorpus:
+def build_corpus(work: str, length: int, vocab: int) -> prepared_corpus.PreparedCorpus:
   out = os.path.join(work, f"embedded_L{length}_V{vocab}")
-  if not os.path.exists(os.path.join(out, prepared.MANIFEST)):
+  if not os.path.exists(os.path.join(out, prepared_corpus.MANIFEST)):
     model = os.path.join(work, f"embedded_L128_V{vocab}", "tokenizer", f"spm_{vocab}.model")
     t0 = time.perf_counter()
     prepare.prepare("embedded", out, model=model if os.path.exists(model) else None,
                     vocab_size=vocab, sequence_length=length)
     print(f"prepared {out} in {time.perf_counter() - t0:.1f}s", flush=True)
-  return prepared.load(out)
+  return prepared_corpus.load(out)
 
 
 def input_tokens_per_s(corpus, batch: int, batches: int, threads: int) -> dict:
@@ -130,8 +130,8 @@ def main(argv=None) -> int:
   ap.add_argument("--loop-steps", type=int, default=200, help="timed steps of the loop")
   ap.add_argument("--json", metavar="PATH")
   args = ap.parse_args(argv)
-  demo_corpus = prepared_corpus(args.work, 128, args.vocab)
-  proxy_corpus = prepared_corpus(args.work, 1024, args.vocab)
+  demo_corpus = build_corpus(args.work, 128, args.vocab)
+  proxy_corpus = build_corpus(args.work, 1024, args.vocab)
   demo = input_tokens_per_s(demo_corpus, 16, args.demo_batches, args.threads)
   proxy = input_tokens_per_s(proxy_corpus, 512, args.proxy_batches, args.threads)
   step_args = SimpleNamespace(untied=True, warmup=2, steps=args.steps, batch=16, seq=128)

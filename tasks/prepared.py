@@ -23,7 +23,7 @@ import gin
 import seqio
 
 from doremi_jax import errors, mixtures, storage
-from doremi_jax.data import corpus_reader, domains, prepared, tokenizer
+from doremi_jax.data import corpus_reader, domains, prepared_corpus, tokenizer
 from doremi_jax.data.prepared_source import PreparedDataSource
 
 
@@ -34,7 +34,7 @@ def register_prepared(prepared_dir: str = gin.REQUIRED, prefix: str = "prepared"
   """Registers ``<prefix>_<domain>`` Tasks, ``<prefix>_natural`` (train token counts from
   the manifest) and ``<prefix>_uniform``; returns the task names, sorted."""
   prepared_dir = os.path.abspath(os.path.expanduser(prepared_dir))
-  corpus = prepared.load(prepared_dir)
+  corpus = prepared_corpus.load(prepared_dir)
   prefix = corpus_reader.sanitize(prefix)
   vocab = corpus.vocabulary()
   names: dict[str, str] = {}
@@ -71,7 +71,7 @@ def default_prepared_dir(source: str, settings: dict) -> str:
 def _prepared_matches(prepared_dir: str, fingerprints: dict[str, str]) -> bool:
   """A finished prepare of the same source files (by their fingerprints)."""
   try:
-    with open(os.path.join(prepared_dir, prepared.MANIFEST), encoding="utf-8") as f:
+    with open(os.path.join(prepared_dir, prepared_corpus.MANIFEST), encoding="utf-8") as f:
       manifest = json.load(f)
   except (OSError, ValueError):
     return False

@@ -13,7 +13,7 @@ import zstandard
 
 from doremi_jax import corpus as corpus_cli
 from doremi_jax.corpora import corpus_build, prepare, prepare_sources, synthetic_text
-from doremi_jax.data import corpus_reader, prepared
+from doremi_jax.data import corpus_reader, prepared_corpus
 
 LEN = 64
 VOCAB = 320
@@ -54,13 +54,13 @@ def _expected_stream(texts, encode) -> np.ndarray:
 
 
 def test_manifest_counts_equal_a_direct_count(corpus_dir, prepared_dir):
-  corpus = prepared.load(str(prepared_dir))
+  corpus = prepared_corpus.load(str(prepared_dir))
   sp = spm.SentencePieceProcessor(model_file=corpus.tokenizer_path())
   assert corpus.manifest["tokenizer"]["vocab_size"] == VOCAB
   assert corpus.domains == sorted(synthetic_text.DOMAINS)
   docs = _docs_by_split(corpus_dir)
   for domain in corpus.domains:
-    for split in prepared.SPLITS:
+    for split in prepared_corpus.SPLITS:
       texts = docs.get((domain, split), [])
       tokens = sum(len(sp.encode(t)) + 1 for t in texts)
       info = corpus.split_info(domain, split)
@@ -74,7 +74,7 @@ def test_manifest_counts_equal_a_direct_count(corpus_dir, prepared_dir):
 
 
 def test_packed_sequences_decode_to_the_documents_in_order(corpus_dir, prepared_dir):
-  corpus = prepared.load(str(prepared_dir))
+  corpus = prepared_corpus.load(str(prepared_dir))
   sp = spm.SentencePieceProcessor(model_file=corpus.tokenizer_path())
   docs = _docs_by_split(corpus_dir)
   for domain in corpus.domains:
@@ -94,7 +94,7 @@ def test_same_input_same_bytes_and_sharding_keeps_counts(corpus_dir, prepared_di
   model = str(prepared_dir / "tokenizer" / f"spm_{VOCAB}.model")
   manifest = prepare.prepare(f"dir:{corpus_dir}", str(sharded), model=model,
                              sequence_length=LEN, shard_bytes=4000)
-  one = prepared.load(str(prepared_dir)).manifest["domains"]
+  one = prepared_corpus.load(str(prepared_dir)).manifest["domains"]
   for domain, splits in manifest["domains"].items():
     train = splits["train"]
     assert len(train["shards"]) > 1
@@ -136,10 +136,10 @@ def test_pile_sample(tmp_path, with_val_files):
       domain = {"Pile-CC": "pile_cc", "Gutenberg (PG-19)": "gutenberg_pg_19"}.get(
           r["meta"]["pile_set_name"], "github")
       expected.setdefault((domain, split), []).append(r["text"])
-  corpus = prepared.load(str(tmp_path / "out"))
+  corpus = prepared_corpus.load(str(tmp_path / "out"))
   assert corpus.tokenizer_path() is None
   for domain in corpus.domains:
-    for split in prepared.SPLITS:
+    for split in prepared_corpus.SPLITS:
       texts = expected.get((domain, split), [])
       stream = (_expected_stream(texts, lambda t: np.frombuffer(t.encode(), np.uint8) + 3)
                 if texts else np.zeros(0, np.int32))
@@ -236,4 +236,4 @@ def test_bad_lines_stop_prepare_unless_skipped_then_counted(bad_lines_corpus, tm
   manifest = json.loads((tmp_path / "out" / prepare.MANIFEST).read_text())
   assert list(manifest["bad_lines"]) == [str(news)]
   assert manifest["bad_lines"][str(news)]["lines"] == 3
-  assert sum(manifest["domains"]["news"][s]["documents"] for s in prepared.SPLITS) == 30
+  assert sum(manifest["domains"]["news"][s]["documents"] for s in prepared_corpus.SPLITS) == 30

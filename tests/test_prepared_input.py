@@ -8,18 +8,18 @@ import pytest
 
 from doremi_jax import errors
 from doremi_jax.corpora import prepare, synthetic_text
-from doremi_jax.data import grain_input, prepared
+from doremi_jax.data import grain_input, prepared_corpus
 
 LEN = 32
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> prepared.PreparedCorpus:
+def corpus(tmp_path_factory) -> prepared_corpus.PreparedCorpus:
   src = tmp_path_factory.mktemp("synthetic")
   synthetic_text.write_corpus(str(src), scale=0.05)
   out = tmp_path_factory.mktemp("prepared")
   prepare.prepare(f"dir:{src}", str(out), model="bytes", sequence_length=LEN)
-  return prepared.load(str(out))
+  return prepared_corpus.load(str(out))
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -59,6 +59,41 @@ def test_registered_tasks_yield_the_prepared_sequences(corpus):
   for domain in corpus.domains:
     pattern = maxtext[f"prep_{domain}"]["path"]
     assert sorted(glob.glob(pattern)) == corpus.shard_paths(domain, "train")
+
+
+@pytest.mark.parametrize("length", [LEN, LEN - 5, LEN + 3])
+def test_eval_batches_read_prepared_rows_as_seqio_would(corpus, monkeypatch, length):
+  """Evaluation's numpy batches: a prepared domain read from its shards equals the same
+  Task read through SeqIO; rows in order, trimmed/padded to the feature length, the last
+  batch padded with masked rows, at most ``max_batches``."""
+  from doremi_jax.data import prepared_source, seqio_input  # pylint: disable=g-import-not-at-top
+  from doremi_jax.tasks import prepared as prepared_tasks  # pylint: disable=g-import-not-at-top
+  names = prepared_tasks.register_prepared(corpus.root, prefix="evalb")
+  import seqio  # pylint: disable=g-import-not-at-top
+  task = seqio.get_mixture_or_task("evalb_grammar")
+  lengths, batch = {"targets": length}, 8
+
+  def read(max_batches=None):
+    return list(seqio_input.eval_batches(task, lengths, "validation", batch, names, max_batches))
+
+  direct = read()
+  rows = corpus.num_sequences("grammar", "validation")
+  assert len(direct) == -(-rows // batch) and rows % batch  # a partial last batch
+  want = np.zeros((len(direct) * batch, length), np.int32)
+  for i, seq in enumerate(corpus.sequences("grammar", "validation")):
+    want[i, :min(length, LEN)] = seq[:length]
+  got = np.concatenate([b["targets"] for b in direct])
+  np.testing.assert_array_equal(got, want)
+  last = direct[-1]
+  assert last["loss_mask"][rows % batch:].sum() == 0 and last["loss_mask"][0].sum() > 0
+  assert set(np.concatenate([b["domain_ids"] for b in direct])[:rows]) == {
+      names.index("evalb_grammar")}
+  np.testing.assert_array_equal(direct[0]["inputs"][:, 1:], direct[0]["targets"][:, :-1])
+  assert [_same(a, b) for a, b in zip(read(2), direct)] == [True, True] and len(read(2)) == 2
+  monkeypatch.setattr(prepared_source, "prepared_source", lambda t: None)  # through SeqIO
+  through_seqio = read()
+  assert len(through_seqio) == len(direct)
+  assert all(_same(a, b) for a, b in zip(through_seqio, direct))
 
 
 def test_gin_entry_registers_the_prepared_corpus(corpus):
@@ -133,8 +168,8 @@ def test_host_slices_concatenate_to_the_one_host_batch(corpus, hosts):
 def test_resume_reads_only_the_resumed_batches(corpus, monkeypatch):
   source = grain_input.MixtureInput(corpus, corpus.natural_weights(), 8, seed=0)
   reads = []
-  original = prepared.DomainSequences.__getitem__
-  monkeypatch.setattr(prepared.DomainSequences, "__getitem__",
+  original = prepared_corpus.DomainSequences.__getitem__
+  monkeypatch.setattr(prepared_corpus.DomainSequences, "__getitem__",
                       lambda self, i: reads.append(i) or original(self, i))
   start = time.perf_counter()
   it = source.batches_from(100_000)
@@ -213,8 +248,8 @@ def test_counts_across_windows_drift_less_than_one_row_per_window(corpus):
 
 _HOST_SCRIPT = """
 import sys, numpy as np
-from doremi_jax.data import grain_input, prepared
-corpus = prepared.load(sys.argv[1])
+from doremi_jax.data import grain_input, prepared_corpus
+corpus = prepared_corpus.load(sys.argv[1])
 index, count, out = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 source = grain_input.MixtureInput(corpus, corpus.natural_weights(), 12, seed=9,
                                   process_index=index, process_count=count)

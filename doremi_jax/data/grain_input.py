@@ -27,7 +27,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from doremi_jax import errors
-from doremi_jax.data.prepared import PreparedCorpus
+from doremi_jax.data.prepared_corpus import PreparedCorpus
 
 DEFAULT_WINDOW_ROWS = 1 << 18
 _LAST_STEP = 1 << 62

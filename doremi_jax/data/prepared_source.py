@@ -15,10 +15,10 @@ import numpy as np  # noqa: E402
 import seqio  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from doremi_jax.data import domains, prepared  # noqa: E402
+from doremi_jax.data import domains, prepared_corpus  # noqa: E402
 
 
-def _dataset_fn(corpus: prepared.PreparedCorpus, domain: str, task_name: str):
+def _dataset_fn(corpus: prepared_corpus.PreparedCorpus, domain: str, task_name: str):
   length = corpus.sequence_length
 
   def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
@@ -28,7 +28,7 @@ def _dataset_fn(corpus: prepared.PreparedCorpus, domain: str, task_name: str):
 
     def gen() -> Iterator[np.ndarray]:
       for path in paths:
-        yield from prepared.DomainSequences([path], length)
+        yield from prepared_corpus.DomainSequences([path], length)
 
     ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec([length], tf.int32))
     return ds.map(lambda t: {domains.TARGETS_KEY: t, domains.DOMAIN_KEY: task_name})
@@ -41,12 +41,13 @@ class PreparedDataSource(seqio.FunctionDataSource):
   reads them) and, like SeqIO's file sources, a file pattern per split (the MaxText export
   lists it)."""
 
-  def __init__(self, corpus: prepared.PreparedCorpus, domain: str, task_name: str):
-    super().__init__(_dataset_fn(corpus, domain, task_name), splits=prepared.SPLITS,
+  def __init__(self, corpus: prepared_corpus.PreparedCorpus, domain: str, task_name: str):
+    super().__init__(_dataset_fn(corpus, domain, task_name), splits=prepared_corpus.SPLITS,
                      num_input_examples={s: corpus.num_sequences(domain, s)
-                                         for s in prepared.SPLITS})
+                                         for s in prepared_corpus.SPLITS})
     self.corpus, self.domain = corpus, domain
-    self._split_to_filepattern = {s: corpus.shard_pattern(domain, s) for s in prepared.SPLITS}
+    self._split_to_filepattern = {s: corpus.shard_pattern(domain, s)
+                                  for s in prepared_corpus.SPLITS}
 
 
 def prepared_source(task: seqio.Task) -> PreparedDataSource | None:

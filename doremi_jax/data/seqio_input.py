@@ -8,8 +8,9 @@ non-padding targets, ``domain_ids`` indexes the mixture's sorted subtasks.
 """
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 from doremi_jax import errors  # noqa: E402
 from doremi_jax.data import domains as domains_lib  # noqa: E402
+from doremi_jax.data import grain_input, prepared_source  # noqa: E402
 
 
 def _domain_lookup(domains: Sequence[str]) -> tf.lookup.StaticHashTable:
@@ -31,20 +33,9 @@ def _domain_lookup(domains: Sequence[str]) -> tf.lookup.StaticHashTable:
   return tf.lookup.StaticHashTable(init, default_value=-1)
 
 
-def _pad_batch(batch: dict[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
-  """Pads a short final batch to ``size`` rows; padded rows have ``loss_mask`` 0."""
-  def pad(x):
-    missing = size - tf.shape(x)[0]
-    padded = tf.pad(x, [[0, missing]] + [[0, 0]] * (len(x.shape) - 1))
-    return tf.ensure_shape(padded, [size] + x.shape[1:].as_list())
-  return {k: pad(v) for k, v in batch.items()}
-
-
-def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
-                  split: str, global_batch_size: int, domains: Sequence[str], shuffle: bool = True,
-                  seed: int | None = 0, num_epochs: int | None = None,
-                  skip_batches: int = 0) -> tf.data.Dataset:
-  """This host's batches of ``{inputs, targets, loss_mask, domain_ids}`` as a tf.data pipeline."""
+def _host_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
+                  split: str, global_batch_size: int, **get_dataset_kwargs) -> tf.data.Dataset:
+  """This host's shard of ``provider``'s examples (SeqIO's own output, not batched)."""
   if "targets" not in feature_lengths:
     raise errors.DoremiError(
         f"TASK_FEATURE_LENGTHS needs a 'targets' length, got {dict(feature_lengths)}")
@@ -53,15 +44,24 @@ def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping
     raise errors.DoremiError(f"batch size {global_batch_size} does not divide over {n_proc} hosts")
   shard = seqio.ShardInfo(index=jax.process_index(), num_shards=n_proc) if n_proc > 1 else None
   try:
-    ds = provider.get_dataset(dict(feature_lengths), split=split, shuffle=shuffle, seed=seed,
-                              num_epochs=num_epochs, shard_info=shard)
+    ds = provider.get_dataset(dict(feature_lengths), split=split, shard_info=shard,
+                              **get_dataset_kwargs)
   except ValueError as exc:
     raise errors.DoremiError(f"{provider.name!r} split {split!r}: {exc}") from None
   if domains_lib.DOMAIN_KEY not in ds.element_spec:
     raise errors.DoremiError(
         f"{provider.name!r} examples carry no '{domains_lib.DOMAIN_KEY}' feature; "
         "register domains with doremi_jax.data.domains.register_domain_task")
-  length = int(feature_lengths["targets"])
+  return ds
+
+
+def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
+                  split: str, global_batch_size: int, domains: Sequence[str], shuffle: bool = True,
+                  seed: int | None = 0, skip_batches: int = 0) -> tf.data.Dataset:
+  """This host's endless training batches of ``{inputs, targets, loss_mask, domain_ids}``
+  as a tf.data pipeline (evaluation reads finite data with ``eval_batches``)."""
+  ds = _host_dataset(provider, feature_lengths, split, global_batch_size, shuffle=shuffle,
+                     seed=seed, num_epochs=None)
   table = _domain_lookup(domains)
 
   def to_model_features(ex):
@@ -73,25 +73,75 @@ def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping
         "domain_ids": table.lookup(ex[domains_lib.DOMAIN_KEY]),
     }
 
-  ds = seqio.utils.trim_and_pad_dataset(ds, {"targets": length})
+  ds = seqio.utils.trim_and_pad_dataset(ds, {"targets": int(feature_lengths["targets"])})
   ds = ds.map(to_model_features, num_parallel_calls=tf.data.AUTOTUNE)
-  local_batch = global_batch_size // n_proc
-  if num_epochs is None:
-    ds = ds.batch(local_batch, drop_remainder=True)
-  else:  # finite (evaluation) data: keep the last partial batch, padded with masked rows
-    ds = ds.batch(local_batch).map(lambda b: _pad_batch(b, local_batch))
+  ds = ds.batch(global_batch_size // jax.process_count(), drop_remainder=True)
   if skip_batches:
     ds = ds.skip(skip_batches)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def global_batches(ds: tf.data.Dataset, shardings: Mapping[str, jax.sharding.Sharding],
+def _examples(task: seqio.Task, feature_lengths: Mapping[str, int], split: str,
+              global_batch_size: int, limit: int | None) -> Iterator[tuple[np.ndarray, str]]:
+  """(targets, domain) of this host's examples of ``split`` in order, at most ``limit``.
+
+  A prepared domain's rows come straight from its shards, as its SeqIO source would yield
+  them (host ``i`` of ``n`` takes rows ``i, i + n, ...``, as ``seqio.ShardInfo`` does)."""
+  source = prepared_source.prepared_source(task)
+  if source is None:
+    ds = _host_dataset(task, feature_lengths, split, global_batch_size, shuffle=False,
+                       seed=None, num_epochs=1)
+    if limit:
+      ds = ds.take(limit)
+    for ex in ds.as_numpy_iterator():
+      yield ex["targets"], ex[domains_lib.DOMAIN_KEY].decode()
+    return
+  if global_batch_size % jax.process_count():
+    raise errors.DoremiError(f"batch size {global_batch_size} does not divide over "
+                             f"{jax.process_count()} hosts")
+  if split not in source.splits:
+    raise errors.DoremiError(f"{task.name!r} split {split!r}: not one of {source.splits}")
+  rows = source.corpus.sequences(source.domain, split)
+  index = range(jax.process_index(), len(rows), jax.process_count())[:limit or None]
+  for start in range(0, len(index), 256):
+    for row in rows.__getitems__(index[start:start + 256]):
+      yield row, task.name
+
+
+def eval_batches(task: seqio.Task, feature_lengths: Mapping[str, int], split: str,
+                 global_batch_size: int, domains: Sequence[str],
+                 max_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This host's batches of one domain Task's ``split``, unshuffled and once, as numpy:
+  at most ``max_batches``, the last one padded with masked rows (``loss_mask`` 0).
+
+  Built in numpy, not as a tf.data pipeline: a short run evaluates every domain of two
+  splits many times, and tracing a pipeline's maps cost more than reading its batches."""
+  local_batch = global_batch_size // max(jax.process_count(), 1)
+  length = int(feature_lengths["targets"])
+  ids = {d: i for i, d in enumerate(domains)}
+  examples = _examples(task, feature_lengths, split, global_batch_size,
+                       max_batches * local_batch if max_batches else None)
+  while True:
+    chunk = list(itertools.islice(examples, local_batch))
+    if not chunk:
+      return
+    targets = np.zeros((local_batch, length), np.int32)
+    domain_ids = np.zeros(local_batch, np.int32)
+    for row, (tokens, domain) in enumerate(chunk):
+      tokens = tokens[:length]
+      targets[row, :len(tokens)] = tokens
+      domain_ids[row] = ids.get(domain, -1)
+    yield grain_input.model_features(targets, domain_ids)
+
+
+def global_batches(local_batches: Iterable[Mapping[str, np.ndarray]],
+                   shardings: Mapping[str, jax.sharding.Sharding],
                    copy: bool = False) -> Iterator[dict[str, jax.Array]]:
   """Turns each host-local numpy batch into sharded global arrays (async device put).
 
   ``copy=True`` for batches that are kept: tf.data may reuse a yielded array's memory,
   which a CPU device array can share, so a kept batch would change under us."""
-  for local in ds.as_numpy_iterator():
+  for local in local_batches:
     if (local["domain_ids"] < 0).any():
       raise errors.DoremiError(
           "a batch holds an example whose domain is not in the run's domain list")

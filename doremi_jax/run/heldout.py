@@ -35,12 +35,9 @@ class HeldOut:
     """Each domain's batches of ``split`` in order (at most ``max_batches_per_domain``);
     ``keep``: batches that outlive the iteration (``seqio_input.global_batches``)."""
     for domain in self.domains:
-      ds = seqio_input.seqio_dataset(errors.require_task(domain), self.lengths, split,
-                                     self.batch_size, self.domains, shuffle=False, seed=None,
-                                     num_epochs=1)
-      if max_batches_per_domain:
-        ds = ds.take(max_batches_per_domain)
-      yield from seqio_input.global_batches(ds, self.shardings, copy=keep)
+      local = seqio_input.eval_batches(errors.require_task(domain), self.lengths, split,
+                                       self.batch_size, self.domains, max_batches_per_domain)
+      yield from seqio_input.global_batches(local, self.shardings, copy=keep)
 
   def sums(self, params, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-domain summed NLL (nats), token counts and UTF-8 bytes over ``batches``."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Iterator, Mapping, Sequence
 
 import jax
-import numpy as np
 import seqio
 
 from doremi_jax import errors, mixtures
@@ -51,15 +50,6 @@ def mixture_input(provider: seqio.Task | seqio.Mixture, domains: Sequence[str],
       process_count=jax.process_count())
 
 
-def global_arrays(local_batches: Iterator[Mapping[str, np.ndarray]],
-                  shardings: Mapping[str, jax.sharding.Sharding]
-                  ) -> Iterator[dict[str, jax.Array]]:
-  """Host-local numpy batches -> sharded global arrays (asynchronous device put)."""
-  for local in local_batches:
-    yield {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
-           for k, v in local.items()}
-
-
 def training_batches(prepared: grain_input.MixtureInput | None,
                      provider: seqio.Task | seqio.Mixture, domains: Sequence[str],
                      feature_lengths: Mapping[str, int], batch_size: int, seed: int,
@@ -68,7 +58,7 @@ def training_batches(prepared: grain_input.MixtureInput | None,
   """(global batches from ``start_step`` on, "grain" or "seqio"): ``prepared`` (the
   provider's ``mixture_input``) when it has one, SeqIO otherwise."""
   if prepared is not None:
-    return global_arrays(prepared.batches_from(start_step), shardings), "grain"
+    return seqio_input.global_batches(prepared.batches_from(start_step), shardings), "grain"
   ds = seqio_input.seqio_dataset(provider, feature_lengths, "train", batch_size, domains,
                                  shuffle=True, seed=seed, skip_batches=start_step)
-  return seqio_input.global_batches(ds, shardings), "seqio"
+  return seqio_input.global_batches(ds.as_numpy_iterator(), shardings), "seqio"

@@ -1,6 +1,6 @@
 """A prepared corpus (the output of ``doremi-corpus prepare``): its manifest and its shards.
 
-    corpus = prepared.load("/data/pile_prepared")
+    corpus = prepared_corpus.load("/data/pile_prepared")
     corpus.natural_weights()            # train token counts, normalised
     seqs = corpus.sequences("pile_cc")  # random access: len(seqs), seqs[i] -> int32[L]
 
