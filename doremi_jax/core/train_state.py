@@ -22,7 +22,9 @@ from doremi_jax.core import partitioning
 class DomainState:
   weights: jax.Array       # [k] current domain weights (sum to 1)
   average: jax.Array       # [k] running mean of weights over steps (initial included)
-  last_excess: jax.Array   # [k] last observed per-domain excess loss (0 before first seen)
+  # [k] last observed per-domain excess loss (0 before first seen); with
+  # DoremiConfig.excess_ema its running average (doremi.running_excess)
+  last_excess: jax.Array
 
 
 @flax.struct.dataclass
