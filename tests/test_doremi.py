@@ -122,21 +122,6 @@ def test_observed_excess_keeps_last_value():
   np.testing.assert_allclose(first, [1.0, 0.0, 1.5], **TOL)
 
 
-def test_running_excess_hand_computed():
-  last = jnp.array([0.7, 0.2, 0.0])
-  new = jnp.array([1.0, 0.0, 1.5])
-  counts = jnp.array([3.0, 0.0, 2.0])
-  state, used = doremi.running_excess(last, new, counts, 0.0, 5)  # no average: hold-last
-  np.testing.assert_allclose(state, doremi.observed_excess(last, new, counts), **TOL)
-  np.testing.assert_allclose(used, state, **TOL)
-  state, used = doremi.running_excess(last, new, counts, 0.5, 2)
-  np.testing.assert_allclose(state, [0.85, 0.2, 0.75], **TOL)  # absent domain 1 kept
-  np.testing.assert_allclose(used, np.array([0.85, 0.2, 0.75]) / 0.75, **TOL)
-  # The first update from zeros is unbiased: the batch's own excess.
-  _, first = doremi.running_excess(jnp.zeros(3), new, jnp.ones(3), 0.9, 1)
-  np.testing.assert_allclose(first, new, **TOL)
-
-
 def test_update_hand_computed():
   w = np.full(3, 1 / 3, np.float32)
   out = doremi.update_domain_weights(w, np.array([1.0, 0.0, 1.5], np.float32), 1.0, 0.0)
@@ -231,8 +216,6 @@ def test_everything_under_jit():
          doremi.per_domain_mean_loss(PROXY, IDS, MASK, 3)),
     (jax.jit(doremi.observed_excess)(last, jnp.ones(3), jnp.array([1.0, 0.0, 2.0])),
          doremi.observed_excess(last, jnp.ones(3), jnp.array([1.0, 0.0, 2.0]))),
-    (jax.jit(doremi.running_excess)(last, jnp.ones(3), jnp.array([1.0, 0.0, 2.0]), 0.9, 3),
-         doremi.running_excess(last, jnp.ones(3), jnp.array([1.0, 0.0, 2.0]), 0.9, 3)),
     (jax.jit(doremi.update_domain_weights)(WEIGHTS, jnp.ones(3), 0.5, 0.1),
          doremi.update_domain_weights(WEIGHTS, jnp.ones(3), 0.5, 0.1)),
     (jax.jit(doremi.average_weights)(avg, jnp.ones(3) / 3, 4),

@@ -114,31 +114,6 @@ def test_absent_domain_keeps_last_excess(proxy, reference):
   np.testing.assert_allclose(last[:3], m1["domain_excess"][:3], **TOL)
 
 
-def test_running_excess_in_the_step(mesh, reference):
-  """With ``excess_ema`` the update uses the bias-corrected running average of the excess:
-  at the first step that is the batch's excess (same weights as without it), at the second
-  a blend; the state carries the raw average."""
-  plain, ema = fx.Rig(mesh, "proxy"), fx.Rig(mesh, "proxy", steps.DoremiConfig(excess_ema=0.5))
-  s_plain, s_ema = plain.init(), ema.init()
-  s_plain, m_plain = plain.run(s_plain, fx.BATCHES[0], reference)
-  s_ema, m_ema = ema.run(s_ema, fx.BATCHES[0], reference)
-  np.testing.assert_allclose(m_ema["domain_weights"], m_plain["domain_weights"], **TOL)
-  first = np.asarray(m_ema["domain_excess"])
-  np.testing.assert_allclose(s_ema.domains.last_excess, 0.5 * first, **TOL)
-  w1 = np.asarray(s_ema.domains.weights)
-  s_ema, m2 = ema.run(s_ema, fx.BATCHES[2], reference)  # every domain present
-  second = np.asarray(m2["domain_excess"])
-  assert np.all(np.asarray(m2["domain_tokens"]) > 0)
-  used = (0.25 * first + 0.5 * second) / 0.75
-  cfg = ema.doremi_config
-  np.testing.assert_allclose(
-      m2["domain_weights"], doremi.update_domain_weights(w1, used, cfg.step_size, cfg.smoothing),
-      **TOL)
-  assert steps.DoremiConfig(excess_ema=[0.0, 0.9]).settings()[1].tag.endswith("-ema0.9")
-  with pytest.raises(errors.DoremiError, match="excess_ema"):
-    steps.DoremiConfig(excess_ema=1.0)
-
-
 def test_proxy_step_matches_direct_computation(proxy, reference):
   """Metrics, weights and the parameter update equal a step written out by hand."""
   state = proxy.init()

@@ -110,22 +110,6 @@ def observed_excess(last_excess: Array, excess: Array, token_counts: Array) -> A
   return jnp.where(jnp.asarray(token_counts) > 0, excess, last_excess)
 
 
-def running_excess(running: Array, excess: Array, token_counts: Array, decay: float | Array,
-                   step: int | Array) -> tuple[Array, Array]:
-  """An exponential moving average of each domain's observed excess: ``(state, used)``.
-
-  ``state = decay * running + (1 - decay) * excess`` for domains seen in this batch (the
-  others keep theirs, as in ``observed_excess``); ``used`` is ``state`` bias-corrected by
-  ``1 - decay ** step`` (``step`` = this update, 1-based; exact when every domain is in
-  every batch). ``decay = 0`` is ``observed_excess`` itself: ``state == used``.
-  """
-  decay = jnp.asarray(decay, jnp.float32)
-  blended = decay * _float(running) + (1.0 - decay) * _float(excess)
-  state = observed_excess(_float(running), blended, token_counts)
-  correction = 1.0 - decay ** jnp.asarray(step, jnp.float32)
-  return state, state / jnp.where(correction > 0, correction, 1.0)
-
-
 def update_domain_weights(domain_weights: Array, excess: Array, step_size: float,
                           smoothing: float) -> Array:
   """Exponentiated-gradient ascent on the domain weights, then mixing with uniform.

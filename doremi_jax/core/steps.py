@@ -38,15 +38,12 @@ class DoremiSetting:
   smoothing: float
   estimator: str
   use_reference: bool = True  # False: the reference-free ablation (Group DRO on raw loss)
-  excess_ema: float = 0.0     # decay of the running average of the excess (0: none)
 
   @property
   def tag(self) -> str:
-    """A file-name-safe label, e.g. ``eta0.1-mean_clip-c0.001`` (``-ema0.9`` appended for a
-    running-average excess, ``-noref`` for the reference-free ablation)."""
+    """A file-name-safe label, e.g. ``eta0.1-mean_clip-c0.001`` (``-noref`` appended for
+    the reference-free ablation)."""
     tag = f"eta{self.step_size:g}-{self.estimator}-c{self.smoothing:g}"
-    if self.excess_ema:
-      tag += f"-ema{self.excess_ema:g}"
     return tag if self.use_reference else tag + "-noref"
 
 
@@ -77,10 +74,6 @@ class DoremiConfig:
   # Average the weights over the updates after this many (0: all, the paper's): see
   # ``doremi.average_weights_after``.
   average_start: int = 0
-  # Decay in [0, 1) of a running average of each domain's excess, used by the weight
-  # update in place of this batch's (0: this batch's, the paper's); a list sweeps it. See
-  # ``doremi.running_excess`` and docs/study.md for what it does and does not do.
-  excess_ema: float | Sequence[float] = 0.0
 
   def __post_init__(self):
     def bad(message: str) -> errors.DoremiError:
@@ -109,17 +102,13 @@ class DoremiConfig:
     for r in _as_list(self.use_reference):
       if not isinstance(r, bool):
         raise bad(f"use_reference={r!r} must be True or False")
-    for d in _as_list(self.excess_ema):
-      if not (number(d) and 0.0 <= d < 1.0):
-        raise bad(f"excess_ema={d!r} must be a number in [0, 1)")
 
   def settings(self) -> list[DoremiSetting]:
-    """Every (step size, estimator, smoothing, use_reference, excess_ema) combination, in
-    a fixed order."""
-    return [DoremiSetting(float(eta), float(c), e, r, float(d))
-            for r in _as_list(self.use_reference) for eta in _as_list(self.step_size)
-            for e in _as_list(self.estimator) for c in _as_list(self.smoothing)
-            for d in _as_list(self.excess_ema)]
+    """Every (step size, estimator, smoothing, use_reference) combination, in a fixed
+    order."""
+    return [DoremiSetting(float(eta), float(c), e, r) for r in _as_list(self.use_reference)
+            for eta in _as_list(self.step_size) for e in _as_list(self.estimator)
+            for c in _as_list(self.smoothing)]
 
 
 def token_losses(model: nn.Module, params: Any, batch: Batch, chunked: bool = False
@@ -173,8 +162,7 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int,
   implementation updates the weights on the first micro-batch and uses stale ones after).
   """
   def update(state: TrainState, reference_tl: jax.Array, micro: Batch, step_size: jax.Array,
-             smoothing: jax.Array, estimator: jax.Array, reference_scale: jax.Array,
-             excess_decay: jax.Array):
+             smoothing: jax.Array, estimator: jax.Array, reference_scale: jax.Array):
     mask, domain_ids = micro["loss_mask"], micro["domain_ids"]
     reference_tl = reference_tl * reference_scale  # 0: the reference-free ablation
     if m == 1:  # one forward whose VJP the weighted loss's backward reuses
@@ -186,8 +174,7 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int,
         proxy_tl, reference_tl, domain_ids, mask, num_domains)
     excess = estimates[estimator]
     ds = state.domains
-    running, excess_used = doremi.running_excess(ds.last_excess, excess, counts, excess_decay,
-                                                 state.step + 1)
+    excess_used = doremi.observed_excess(ds.last_excess, excess, counts)
     weights = doremi.update_domain_weights(ds.weights, excess_used, step_size, smoothing)
     if average_start:
       average = doremi.average_weights_after(ds.average, weights, state.step + 1,
@@ -215,7 +202,7 @@ def _proxy_update(model, optimizer, num_domains: int, objective: str, m: int,
                "domain_loss": domain_loss, "domain_excess": excess, "domain_tokens": counts,
                "domain_weights": weights, "average_domain_weights": average,
                **doremi.weight_diagnostics(weights)}
-    new_domains = ds.replace(weights=weights, average=average, last_excess=running)
+    new_domains = ds.replace(weights=weights, average=average, last_excess=excess_used)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               domains=new_domains)
     return new_state, metrics
@@ -248,7 +235,6 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
   smooth = jnp.asarray([s.smoothing for s in settings], jnp.float32)
   est = jnp.asarray([doremi.estimator_index(s.estimator) for s in settings], jnp.int32)
   ref_scale = jnp.asarray([1.0 if s.use_reference else 0.0 for s in settings], jnp.float32)
-  decay = jnp.asarray([s.excess_ema for s in settings], jnp.float32)
 
   def step(state: TrainState, reference_params: Any, batch: Batch
            ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -257,10 +243,10 @@ def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
                                       BATCH_LOGICAL_AXES)
     if len(settings) == 1:
       new_state, metrics = update(state, reference_tl, micro, etas[0], smooth[0], est[0],
-                                  ref_scale[0], decay[0])
+                                  ref_scale[0])
     else:
-      new_state, metrics = jax.vmap(update, in_axes=(0, None, None, 0, 0, 0, 0, 0))(
-          state, reference_tl, micro, etas, smooth, est, ref_scale, decay)
+      new_state, metrics = jax.vmap(update, in_axes=(0, None, None, 0, 0, 0, 0))(
+          state, reference_tl, micro, etas, smooth, est, ref_scale)
     reference_loss, _ = doremi.per_domain_mean_loss(
         reference_tl, micro["domain_ids"], micro["loss_mask"], num_domains)
     metrics["domain_reference_loss"] = reference_loss

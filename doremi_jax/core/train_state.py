@@ -22,9 +22,7 @@ from doremi_jax.core import partitioning
 class DomainState:
   weights: jax.Array       # [k] current domain weights (sum to 1)
   average: jax.Array       # [k] running mean of weights over steps (initial included)
-  # [k] last observed per-domain excess loss (0 before first seen); with
-  # DoremiConfig.excess_ema its running average (doremi.running_excess)
-  last_excess: jax.Array
+  last_excess: jax.Array   # [k] last observed per-domain excess loss (0 before first seen)
 
 
 @flax.struct.dataclass

@@ -82,7 +82,7 @@ def of_run(settings: Mapping[str, Any], provider: seqio.Task | seqio.Mixture,
   fp.update(_resolved(ts.make_optimizer, "make_optimizer"))
   if settings.get("kind") == "proxy":
     doremi = dataclasses.asdict(doremi_config)
-    for key, default in (("use_reference", True), ("average_start", 0), ("excess_ema", 0.0)):
+    for key, default in (("use_reference", True), ("average_start", 0)):
       if doremi[key] == default:
         del doremi[key]  # the defaults: runs from before these settings still match
     fp.update({f"DoremiConfig.{k}": _plain(v) for k, v in sorted(doremi.items())})

@@ -134,7 +134,7 @@ class ProxyExtras:
                      if self.config.average_start else "all proxy steps"),
         "steps": train_steps, "step_size": setting.step_size, "smoothing": setting.smoothing,
         "estimator": setting.estimator, "objective": self.config.objective,
-        "use_reference": setting.use_reference, "excess_ema": setting.excess_ema,
+        "use_reference": setting.use_reference,
         "average_start": self.config.average_start,
         "proxy_mixture": self.provider.name, "proxy_run": self.model_dir,
         "reference_run": self.reference_model_dir,
