@@ -43,6 +43,10 @@ def test_settings_are_validated_once_and_configured_by_gin_as_train(tmp_path, cl
   run = config.build_configured(settings.RunSettings, "train")
   assert (run.train_steps, run.batch_size, run.microbatches, run.sequence_length) == (5, 4, 2, 32)
   assert run.model_dir.endswith("/x") and settings.bound_setting("batch_size") == 4
+  gin.parse_config(["TRAIN_STEPS = %STEPS", "STEPS = %TRAIN_STEPS"])  # a cycle: one line
+  with pytest.raises(errors.DoremiError, match=r"gin macro \w+ refers to itself"):
+    config.build_configured(settings.RunSettings, "train")
+  assert settings.bound_setting("train_steps") is gin.REQUIRED  # no endless loop
 
 
 def test_bad_batch_is_the_one_message():

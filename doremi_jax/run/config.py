@@ -127,6 +127,10 @@ def _unset(value: Any, seen: tuple[str, ...] = ()) -> str | None:
     return seen[-1] if seen else ""
   macro = _macro_name(value)
   if macro is not None:
+    if macro in seen:
+      cycle = " -> ".join(f"%{m}" for m in seen[seen.index(macro):] + (macro,))
+      raise errors.DoremiError(f"gin macro {macro} refers to itself ({cycle}); bind it to "
+                               f"a value, e.g. --gin.{macro}=...")
     return _unset(gin.query_parameter(f"%{macro}"), seen + (macro,))
   if isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.constant":
     return _unset(value.scoped_configurable_fn(), seen)
@@ -139,9 +143,13 @@ _UNRESOLVED = object()
 def _resolve(value: Any) -> Any:
   """``value`` with macros and constants replaced by what they stand for, also inside
   dicts and lists (``TASK_FEATURE_LENGTHS = {"targets": %SEQUENCE_LENGTH}``)."""
+  followed = set()
   while isinstance(value, gin.config.ConfigurableReference):
     macro = _macro_name(value)
     if macro is not None:
+      if macro in followed:
+        return _UNRESOLVED  # a cycle: missing_required names it
+      followed.add(macro)
       value = gin.query_parameter(f"%{macro}")
     elif value.selector == "gin.constant":
       value = value.scoped_configurable_fn()
