@@ -77,6 +77,11 @@ def test_the_compile_check_lowers_the_step_the_trainer_runs(tmp_path):
   assert np.asarray(metrics["loss"]).shape == (2,) and int(new_state.step[0]) == 1
   with pytest.raises(ValueError, match="DoremiConfig"):
     step_builder.build(_settings(tmp_path, kind="proxy"), fx.K, cfg, None)
+  # The evaluator restores a checkpoint into the layout the train step gave its params.
+  evaluated = step_builder.build_eval(cfg, fx.SEQ, built.mesh)
+  assert evaluated.params_shardings == built.model_shardings.params
+  assert (jax.tree.map(lambda x: x.shape, evaluated.params)
+          == jax.tree.map(lambda x: x.shape, built.model_state.params))
 
 
 def test_trainer_in_process_on_the_synthetic_domains(tmp_path, clean_gin):

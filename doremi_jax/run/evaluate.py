@@ -16,10 +16,8 @@ import jax
 
 from doremi_jax import errors, mixtures, tables
 from doremi_jax.core import model as model_lib
-from doremi_jax.core import partitioning
-from doremi_jax.core import train_state as ts
 from doremi_jax.data import seqio_input
-from doremi_jax.run import checkpoints, heldout, paths
+from doremi_jax.run import checkpoints, heldout, paths, step_builder
 
 
 @gin.configurable(denylist=["model_dir", "mixture_or_task_name"])
@@ -35,19 +33,15 @@ def evaluate(model_dir: str, mixture_or_task_name: str, split: str = "validation
   if task_feature_lengths is None:
     raise errors.DoremiError("missing required gin value: evaluate.task_feature_lengths "
                              "(pass --gin.TASK_FEATURE_LENGTHS=...)")
-  cfg = model_lib.TransformerConfig()
-  lm = model_lib.TransformerLM(cfg)
+  cfg = model_lib.TransformerConfig()  # the run's own config.gin is parsed first
   provider = mixtures.provider(mixture_or_task_name)
   seqio_input.check_vocabulary(provider, cfg.vocab_size)
   domains = mixtures.domain_names(provider)
   lengths = dict(task_feature_lengths)
-  mesh = partitioning.make_mesh()
-  rules = partitioning.logical_axis_rules()
-  abstract, _ = ts.state_shardings(lm, ts.make_optimizer(1), mesh, int(lengths["targets"]),
-                                   None, rules)
-  params = checkpoints.restore_params(model_dir, abstract.params)
-  heldout_ = heldout.HeldOut(lm, mesh, jax.tree.map(lambda x: x.sharding, abstract.params),
-                             rules, provider, domains, lengths, batch_size)
+  built = step_builder.build_eval(cfg, int(lengths["targets"]))
+  params = checkpoints.restore_params(model_dir, built.params)
+  heldout_ = heldout.HeldOut(built.lm, built.mesh, built.params_shardings, built.rules,
+                             provider, domains, lengths, batch_size)
   sums = heldout_.sums(params, heldout_.batches(split, max_batches_per_domain))
   result = {"model_dir": os.path.abspath(model_dir),
             "mixture_or_task_name": mixture_or_task_name,

@@ -1,7 +1,8 @@
 """The one place a run's train step is built: model, optimizer, mesh, logical-axis rules,
 state shardings, the stacked sweep and micro-batches, after the batch checks. The trainer
 runs what it builds, the compile check lowers the very same step from abstract shapes
-(MaxText's ``train_compile`` idea), and the evaluator reuses its model and mesh."""
+(MaxText's ``train_compile`` idea), and the evaluator builds its model, mesh, rules and
+parameter shardings here too (``build_eval``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -103,3 +104,28 @@ def build(settings: RunSettings, num_domains: int, model_config: model_lib.Trans
   return BuiltStep(settings, model_config, lm, optimizer, mesh, rules,
                    doremi_config if proxy else None, num_domains, model_state,
                    model_shardings, state, state_shardings, step)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalModel:
+  """What evaluating a checkpoint needs: the model, mesh and rules, and the parameters'
+  abstract sharded shapes (as a train step of that model lays them out) to restore into."""
+  lm: model_lib.TransformerLM
+  mesh: Mesh
+  rules: Any
+  params: Any
+
+  @property
+  def params_shardings(self) -> Any:
+    return jax.tree.map(lambda x: x.sharding, self.params)
+
+
+def build_eval(model_config: model_lib.TransformerConfig, sequence_length: int,
+               mesh: Mesh | None = None) -> EvalModel:
+  mesh = partitioning.make_mesh() if mesh is None else mesh
+  rules = partitioning.logical_axis_rules()
+  lm = model_lib.TransformerLM(model_config)
+  abstract, _ = ts.state_shardings(lm, ts.make_optimizer(1), mesh, sequence_length, None,
+                                   rules)
+  return EvalModel(lm, mesh, rules, abstract.params)
+
