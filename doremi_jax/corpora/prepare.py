@@ -9,7 +9,9 @@ Reads every source file once, splits documents deterministically
 them, appends EOS (id 1) and packs them *within the domain* into ``sequence_length``
 records (the trailing partial record of a shard is dropped). Each shard is an ArrayRecord
 file ``OUT/<domain>/<split>-NNNNN-of-MMMMM.array_record`` (``group_size:1`` for random
-access; a record is ``sequence_length`` little-endian int32 ids); ``OUT/manifest.json``
+access; a record is a ``tf.train.Example`` holding the ``sequence_length`` ids as an
+int64 list under ``"text"``, ``data.example_records``, which MaxText's grain input reads
+with ``tokenize_train_data=false``); ``OUT/manifest.json``
 lists per domain and split the documents, tokens, sequences and shards (with sha256),
 and the tokenizer. The same input gives byte-identical files on any runner.
 
@@ -32,15 +34,15 @@ import numpy as np
 
 from doremi_jax import errors, storage, tables
 from doremi_jax.corpora import prepare_io, prepare_sources
-from doremi_jax.data import corpus_reader, tokenizer
+from doremi_jax.data import corpus_reader, example_records, prepared_corpus, tokenizer
 
 DEFAULT_SEQUENCE_LENGTH = 1024
 DEFAULT_SHARD_BYTES = 256 << 20  # text per shard: a shard is packed in one worker's memory
 DEFAULT_ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
-MANIFEST = "manifest.json"
+MANIFEST = prepared_corpus.MANIFEST
 TOKENIZER_DIR = "tokenizer"
 EOS_ID = 1
-FORMAT_VERSION = 1
+FORMAT_VERSION = prepared_corpus.FORMAT_VERSION
 BAD_LINES = "bad_lines"  # manifest key and Beam output tag (``--skip_bad_lines``)
 
 
@@ -74,8 +76,8 @@ def write_shard(out_dir: str, shard: str, sequences: np.ndarray, options: str) -
   fd, tmp = tempfile.mkstemp(suffix=".array_record")
   os.close(fd)
   writer = ArrayRecordWriter(tmp, options)
-  for row in sequences.astype("<i4", copy=False):
-    writer.write(row.tobytes())
+  for row in sequences:
+    writer.write(example_records.encode(row))
   writer.close()
   digest = storage.file_sha256(tmp)
   prepare_io.publish(tmp, prepare_io.join(out_dir, shard))
@@ -251,7 +253,9 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
                                        sample_chars, skip_bad_lines)
   header = {"version": FORMAT_VERSION, "source": source, "sequence_length": sequence_length,
             "format": "array_record", "array_record_options": array_record_options,
-            "record": f"{sequence_length} little-endian int32 token ids",
+            "record": f"tf.train.Example: {sequence_length} token ids, int64 list "
+                      f"{example_records.FEATURE!r}",
+            "record_feature": example_records.FEATURE,
             "eos_id": EOS_ID, "pad_id": 0, "tokenizer": tok_entry,
             "split_rule": {"rule": plan.split_rule, "validation_fraction": validation_fraction,
                            "function": "doremi_jax.data.corpus_reader.split_of",

@@ -16,18 +16,24 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from doremi_jax import errors, storage
+from doremi_jax.data import example_records
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation", "test")
-FORMAT_VERSION = 1
+# 2: a record is a tf.train.Example, the ids an int64 list under "text" (what MaxText's
+# grain input reads); 1 (still read): the ids as little-endian int32.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class DomainSequences:
   """One domain's packed sequences of one split, in shard order, by index."""
 
-  def __init__(self, paths: Sequence[str], sequence_length: int):
+  def __init__(self, paths: Sequence[str], sequence_length: int,
+               version: int = FORMAT_VERSION):
     self.paths = list(paths)
     self.sequence_length = sequence_length
+    self.version = version
     self._source = None
     if self.paths:
       from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
@@ -42,7 +48,9 @@ class DomainSequences:
       yield from self.__getitems__(range(start, min(start + 256, len(self))))
 
   def _decode(self, record: bytes) -> np.ndarray:
-    return np.frombuffer(record, "<i4").astype(np.int32, copy=False)
+    if self.version == 1:
+      return np.frombuffer(record, "<i4").astype(np.int32, copy=False)
+    return example_records.decode(record)
 
   def __getitem__(self, index: int) -> np.ndarray:
     if self._source is None:
@@ -57,10 +65,12 @@ class DomainSequences:
 
   def read_rows(self, indices: Sequence[int]) -> np.ndarray:
     """``[len(indices), sequence_length]`` int32."""
-    rows = self.__getitems__(indices)
-    if not rows:
+    if not len(indices):
       return np.zeros((0, self.sequence_length), np.int32)
-    return np.stack(rows)
+    if self.version == 1:
+      return np.stack(self.__getitems__(indices))
+    records = self._source.__getitems__([int(i) for i in indices])
+    return example_records.decode_rows(records, self.sequence_length)
 
 
 class PreparedCorpus:
@@ -74,6 +84,10 @@ class PreparedCorpus:
   @property
   def domains(self) -> list[str]:
     return sorted(self.manifest["domains"])
+
+  @property
+  def version(self) -> int:
+    return int(self.manifest["version"])
 
   @property
   def sequence_length(self) -> int:
@@ -101,7 +115,8 @@ class PreparedCorpus:
   def sequences(self, domain: str, split: str = "train") -> DomainSequences:
     key = (domain, split)
     if key not in self._cache:
-      self._cache[key] = DomainSequences(self.shard_paths(domain, split), self.sequence_length)
+      self._cache[key] = DomainSequences(self.shard_paths(domain, split), self.sequence_length,
+                                         self.version)
     return self._cache[key]
 
   def token_counts(self, split: str = "train") -> dict[str, int]:
@@ -149,7 +164,8 @@ def load(prepared_dir: str) -> PreparedCorpus:
                              "run doremi-corpus prepare first") from None
   except ValueError as exc:
     raise errors.DoremiError(f"{path}: not valid JSON ({exc})") from None
-  if manifest.get("version") != FORMAT_VERSION or "domains" not in manifest:
+  if manifest.get("version") not in READABLE_VERSIONS or "domains" not in manifest:
     raise errors.DoremiError(f"{path}: unsupported prepared-corpus manifest "
-                             f"(version {manifest.get('version')!r})")
+                             f"(version {manifest.get('version')!r}); prepare it again with "
+                             "doremi-corpus prepare")
   return PreparedCorpus(root, manifest)

@@ -28,7 +28,7 @@ def _dataset_fn(corpus: prepared_corpus.PreparedCorpus, domain: str, task_name: 
 
     def gen() -> Iterator[np.ndarray]:
       for path in paths:
-        yield from prepared_corpus.DomainSequences([path], length)
+        yield from prepared_corpus.DomainSequences([path], length, corpus.version)
 
     ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec([length], tf.int32))
     return ds.map(lambda t: {domains.TARGETS_KEY: t, domains.DOMAIN_KEY: task_name})
