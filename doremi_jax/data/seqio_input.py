@@ -33,15 +33,22 @@ def _domain_lookup(domains: Sequence[str]) -> tf.lookup.StaticHashTable:
   return tf.lookup.StaticHashTable(init, default_value=-1)
 
 
-def _host_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
-                  split: str, global_batch_size: int, **get_dataset_kwargs) -> tf.data.Dataset:
-  """This host's shard of ``provider``'s examples (SeqIO's own output, not batched)."""
+def _local_batch(feature_lengths: Mapping[str, int], global_batch_size: int) -> int:
+  """This host's share of the batch, after the checks every reader makes."""
   if "targets" not in feature_lengths:
     raise errors.DoremiError(
         f"TASK_FEATURE_LENGTHS needs a 'targets' length, got {dict(feature_lengths)}")
   n_proc = jax.process_count()
   if global_batch_size % n_proc:
     raise errors.DoremiError(f"batch size {global_batch_size} does not divide over {n_proc} hosts")
+  return global_batch_size // n_proc
+
+
+def _host_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
+                  split: str, global_batch_size: int, **get_dataset_kwargs) -> tf.data.Dataset:
+  """This host's shard of ``provider``'s examples (SeqIO's own output, not batched)."""
+  _local_batch(feature_lengths, global_batch_size)
+  n_proc = jax.process_count()
   shard = seqio.ShardInfo(index=jax.process_index(), num_shards=n_proc) if n_proc > 1 else None
   try:
     ds = provider.get_dataset(dict(feature_lengths), split=split, shard_info=shard,
@@ -96,15 +103,12 @@ def _examples(task: seqio.Task, feature_lengths: Mapping[str, int], split: str,
     for ex in ds.as_numpy_iterator():
       yield ex["targets"], ex[domains_lib.DOMAIN_KEY].decode()
     return
-  if global_batch_size % jax.process_count():
-    raise errors.DoremiError(f"batch size {global_batch_size} does not divide over "
-                             f"{jax.process_count()} hosts")
   if split not in source.splits:
     raise errors.DoremiError(f"{task.name!r} split {split!r}: not one of {source.splits}")
   rows = source.corpus.sequences(source.domain, split)
   index = range(jax.process_index(), len(rows), jax.process_count())[:limit or None]
   for start in range(0, len(index), 256):
-    for row in rows.__getitems__(index[start:start + 256]):
+    for row in rows.read_rows(index[start:start + 256]):
       yield row, task.name
 
 
@@ -116,7 +120,7 @@ def eval_batches(task: seqio.Task, feature_lengths: Mapping[str, int], split: st
 
   Built in numpy, not as a tf.data pipeline: a short run evaluates every domain of two
   splits many times, and tracing a pipeline's maps cost more than reading its batches."""
-  local_batch = global_batch_size // max(jax.process_count(), 1)
+  local_batch = _local_batch(feature_lengths, global_batch_size)
   length = int(feature_lengths["targets"])
   ids = {d: i for i, d in enumerate(domains)}
   examples = _examples(task, feature_lengths, split, global_batch_size,

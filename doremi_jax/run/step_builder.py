@@ -125,7 +125,7 @@ def build_eval(model_config: model_lib.TransformerConfig, sequence_length: int,
   mesh = partitioning.make_mesh() if mesh is None else mesh
   rules = partitioning.logical_axis_rules()
   lm = model_lib.TransformerLM(model_config)
+  # The optimizer only shapes state the evaluator drops; the params' layout is the step's.
   abstract, _ = ts.state_shardings(lm, ts.make_optimizer(1), mesh, sequence_length, None,
                                    rules)
   return EvalModel(lm, mesh, rules, abstract.params)
-
