@@ -4,6 +4,8 @@
     python -m doremi_jax.corpus stats DIR [--vocab 8000|bytes] [--tokenizer PATH]
     python -m doremi_jax.corpus prepare --source=pile:DIR|dir:DIR|embedded --out=DIR \\
         [--vocab_size=N | --tokenizer=PATH] [--sequence_length=L] [--skip_bad_lines] [Beam options]
+    python -m doremi_jax.corpus prepare --source=seqio:TASK,TASK,... --task_module=MODULE \\
+        --out=DIR [--sequence_length=L] [Beam options]   # your own SeqIO Tasks, as registered
 
 ``prepare`` is the Apache Beam job of ``doremi_jax.corpora.prepare``: packed per-domain
 ArrayRecord shards plus ``manifest.json``, for training at scale (DirectRunner here;
@@ -97,7 +99,8 @@ def prepare(args: argparse.Namespace, beam_args: Sequence[str]) -> None:
   manifest = prepare_lib.prepare(
       args.source, args.out, args.tokenizer, args.vocab_size, args.sequence_length,
       args.validation_fraction, args.shard_bytes, args.sample_chars,
-      args.array_record_options, beam_args, skip_bad_lines=args.skip_bad_lines)
+      args.array_record_options, beam_args, skip_bad_lines=args.skip_bad_lines,
+      task_modules=[m for arg in args.task_module for m in arg.split(",") if m])
   print(prepare_lib.summary(manifest))
   for line in corpus_reader.warnings(manifest.get(prepare_lib.BAD_LINES, {})):
     print(line, file=sys.stderr, flush=True)
@@ -127,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   s.add_argument("--sample-chars", type=int, default=tokenizer.DEFAULT_SAMPLE_CHARS,
                  help="characters per domain used to train the tokenizer")
   p = sub.add_parser("prepare", help="the Beam job: packed per-domain token shards + manifest")
-  p.add_argument("--source", required=True, help="pile:DIR, dir:DIR or embedded")
+  p.add_argument("--source", required=True,
+                 help="pile:DIR, dir:DIR, embedded, or seqio:TASK,TASK,... (your own Tasks)")
+  p.add_argument("--task_module", action="append", default=[],
+                 help="a module that registers the seqio: source's Tasks (repeatable)")
   p.add_argument("--out", required=True, help="output dir (local or a Beam filesystem URL)")
   p.add_argument("--tokenizer", help="SentencePiece .model to use, or 'bytes'")
   p.add_argument("--vocab_size", type=int, help="train a SentencePiece model of this size")

@@ -150,6 +150,30 @@ def test_pile_sample(tmp_path, with_val_files):
         np.testing.assert_array_equal(np.concatenate(seqs), stream[:len(seqs) * LEN])
 
 
+def test_reference_format_names_pile_domains_as_its_loaders_do(tmp_path):
+  """sangmichaelxie/doremi's scripts/preprocess_pile.py writes OUT/<split>/<pile_set_name>/,
+  and doremi/dataloader.py's get_pile_datasets looks each such folder's name up in the
+  weights' keys (``domain_name_to_skip_num[domain_dir.name]``): the export must use the
+  Pile's published names, not our task names."""
+  from doremi_jax import mixture_files  # pylint: disable=g-import-not-at-top
+  from doremi_jax.tasks import prepared  # pylint: disable=g-import-not-at-top
+  pile = tmp_path / "pile"
+  pile.mkdir()
+  _write_zst(pile / "00.jsonl.zst", _pile_rows(0, 90))
+  prepare.prepare(f"pile:{pile}", str(tmp_path / "out"), model="bytes", sequence_length=LEN)
+  tasks = prepared.register_prepared(str(tmp_path / "out"), prefix="pilesample")
+  paths = mixture_files.write_exports(str(tmp_path / "export"), "pile_mix",
+                                      dict(zip(tasks, (0.5, 0.3, 0.2))), {})
+  weights = json.loads(Path(paths["doremi"]).read_text())["train_domain_weights"]
+  official_dirs = {"Pile-CC", "Gutenberg (PG-19)", "Github"}  # pile_set_name folders
+  assert set(weights) == official_dirs
+  skip = dict.fromkeys(sorted(weights), 0)  # what determine_skip_per_domain returns
+  assert all(name in skip for name in official_dirs)
+  assert sum(weights.values()) == pytest.approx(1.0)
+  back = mixture_files.read_weights(paths["doremi"]).weights  # the published configs, read
+  assert back == pytest.approx(dict(zip(tasks, (0.5, 0.3, 0.2))))
+
+
 @pytest.mark.parametrize("args, message", [
     (["--source=foo:/x", "--vocab_size=512"], "unknown source 'foo:/x'"),
     (["--source=dir:/no/such/dir", "--vocab_size=512"], "does not exist"),

@@ -28,12 +28,12 @@ import json
 import logging
 import os
 import tempfile
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from doremi_jax import errors, storage, tables
-from doremi_jax.corpora import prepare_io, prepare_sources
+from doremi_jax.corpora import prepare_io, prepare_seqio, prepare_sources
 from doremi_jax.data import corpus_reader, example_records, prepared_corpus, tokenizer
 
 DEFAULT_SEQUENCE_LENGTH = 1024
@@ -43,7 +43,7 @@ MANIFEST = prepared_corpus.MANIFEST
 TOKENIZER_DIR = "tokenizer"
 EOS_ID = 1
 FORMAT_VERSION = prepared_corpus.FORMAT_VERSION
-BAD_LINES = "bad_lines"  # manifest key and Beam output tag (``--skip_bad_lines``)
+BAD_LINES = prepare_io.BAD_LINES
 
 
 def make_encoder(model_proto: bytes | None):
@@ -66,22 +66,6 @@ def pack(token_lists: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, in
   return flat[:n * length].reshape(n, length), len(flat)
 
 
-def shard_path(domain: str, split: str, bucket: int, buckets: int) -> str:
-  return f"{domain}/{split}-{bucket:05d}-of-{buckets:05d}.array_record"
-
-
-def write_shard(out_dir: str, shard: str, sequences: np.ndarray, options: str) -> str:
-  """Writes the records, publishes the file and returns its sha256."""
-  from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=g-import-not-at-top
-  fd, tmp = tempfile.mkstemp(suffix=".array_record")
-  os.close(fd)
-  writer = ArrayRecordWriter(tmp, options)
-  for row in sequences:
-    writer.write(example_records.encode(row))
-  writer.close()
-  digest = storage.file_sha256(tmp)
-  prepare_io.publish(tmp, prepare_io.join(out_dir, shard))
-  return digest
 
 
 _ENCODERS: dict = {}  # model proto -> encoder, loaded once per worker process
@@ -96,12 +80,12 @@ def pack_shard(element, out_dir: str, model_proto: bytes | None, length: int,
     encode = _ENCODERS[model_proto] = make_encoder(model_proto)
   docs = sorted(texts, key=lambda t: (prepare_sources.document_key(t), t))
   sequences, tokens = pack(encode(docs), length)
-  shard = shard_path(domain, split, bucket, buckets)
+  shard = prepare_io.shard_path(domain, split, bucket, buckets)
   record = {"domain": domain, "split": split, "bucket": bucket, "documents": len(docs),
             "tokens": tokens, "sequences": len(sequences)}
   if len(sequences):
     record["shard"] = {"path": shard, "sequences": len(sequences),
-                       "sha256": write_shard(out_dir, shard, sequences, options)}
+                       "sha256": prepare_io.write_shard(out_dir, shard, sequences, options)}
   return record
 
 
@@ -114,29 +98,6 @@ def read_documents(item: prepare_sources.InputFile, validation_fraction: float,
   if bad is not None and bad.files:
     from apache_beam import pvalue  # pylint: disable=g-import-not-at-top
     yield pvalue.TaggedOutput(BAD_LINES, bad.files)
-
-
-def assemble_manifest(records: Iterable[dict], header: dict,
-                      bad_lines: Iterable[dict[str, dict]] = ()) -> dict:
-  """Per-shard records -> per domain and split totals and the sorted list of shards; with
-  ``--skip_bad_lines``, the skipped lines per file under ``bad_lines``."""
-  domains: dict[str, dict] = {}
-  for r in sorted(records, key=lambda r: (r["domain"], r["split"], r["bucket"])):
-    splits = domains.setdefault(r["domain"], {s: {"documents": 0, "tokens": 0, "sequences": 0,
-                                                  "shards": []}
-                                              for s in ("train", "validation", "test")})
-    entry = splits[r["split"]]
-    for key in ("documents", "tokens", "sequences"):
-      entry[key] += r[key]
-    if "shard" in r:
-      entry["shards"].append(r["shard"])
-  manifest = {**header, "domains": domains}
-  if BAD_LINES in header:
-    counts = corpus_reader.BadLines()
-    for files in bad_lines:
-      counts.merge(files)
-    manifest[BAD_LINES] = dict(sorted(counts.files.items()))
-  return manifest
 
 
 def _bucket(doc, buckets: dict) -> tuple:
@@ -166,7 +127,7 @@ def build_pipeline(root, plan: prepare_sources.SourcePlan, out_dir: str, header:
   _ = (records | "AllShards" >> beam.combiners.ToList()
        | "WriteManifest" >> beam.Map(lambda rs, bad: prepare_io.write_text(
            prepare_io.join(out_dir, MANIFEST),
-           json.dumps(assemble_manifest(rs, header, bad), indent=1, sort_keys=True) + "\n"),
+           prepare_io.manifest_json(prepare_io.assemble_manifest(rs, header, bad))),
                                       beam.pvalue.AsList(read[BAD_LINES])))
 
 
@@ -230,12 +191,13 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
             sample_chars: int = tokenizer.DEFAULT_SAMPLE_CHARS,
             array_record_options: str = DEFAULT_ARRAY_RECORD_OPTIONS,
             pipeline_args: Sequence[str] = (),
-            plan: prepare_sources.SourcePlan | None = None, skip_bad_lines: bool = False
-            ) -> dict:
+            plan: prepare_sources.SourcePlan | None = None, skip_bad_lines: bool = False,
+            task_modules: Sequence[str] = ()) -> dict:
   """Runs the pipeline (DirectRunner unless ``pipeline_args`` say otherwise); returns the
   manifest (read back from ``OUT/manifest.json``). ``plan``: ``source`` already resolved.
   ``skip_bad_lines``: lines that are not a JSON object with the document are skipped and
-  counted per file in the manifest's ``bad_lines``, instead of stopping the job."""
+  counted per file in the manifest's ``bad_lines``, instead of stopping the job.
+  ``seqio:TASK,...`` sources (``prepare_seqio``) import ``task_modules`` first."""
   if sequence_length < 2:
     raise errors.DoremiError(f"--sequence_length must be at least 2, got {sequence_length}")
   if not 0.0 <= validation_fraction <= 0.5:
@@ -245,6 +207,14 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
     raise errors.DoremiError(f"--shard_bytes must be positive, got {shard_bytes}")
   if not prepare_io.is_remote(out_dir):
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  if source.startswith(prepare_seqio.SCHEME):
+    if model is not None or vocab_size is not None:
+      raise errors.DoremiError("a seqio: source is tokenized by its Tasks' own vocabulary; "
+                               "drop --tokenizer and --vocab_size")
+    return _prepare_seqio(source, out_dir, task_modules, sequence_length,
+                          array_record_options, pipeline_args)
+  if task_modules:
+    raise errors.DoremiError("--task_module is for seqio:TASK,... sources only")
   plan = plan or prepare_sources.resolve(source)
   _check_out_dir(plan, out_dir)
   if not prepare_io.is_remote(out_dir):
@@ -265,15 +235,37 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
             "source_fingerprints": dict(sorted(plan.fingerprints.items()))}
   if skip_bad_lines:
     header[BAD_LINES] = {}  # filled by assemble_manifest
+  _run_beam(pipeline_args, lambda root: build_pipeline(
+      root, plan, out_dir, header, proto, validation_fraction, sequence_length, shard_bytes,
+      array_record_options))
+  return _read_manifest(source, out_dir)
+
+
+def _prepare_seqio(source: str, out_dir: str, task_modules: Sequence[str],
+                   sequence_length: int, options: str, pipeline_args: Sequence[str]) -> dict:
+  tasks = prepare_seqio.resolve_tasks(source, task_modules)
+  if not prepare_io.is_remote(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+  head = prepare_seqio.header(source, tasks, task_modules, sequence_length, options,
+                              prepare_seqio.tokenizer_entry(tasks, out_dir))
+  _run_beam(pipeline_args, lambda root: prepare_seqio.build_pipeline(
+      root, tasks, task_modules, out_dir, head, sequence_length, options))
+  return _read_manifest(source, out_dir)
+
+
+def _run_beam(pipeline_args: Sequence[str], build) -> None:
+  """Runs ``build(root)``'s pipeline (DirectRunner unless the args say otherwise)."""
   beam, PipelineOptions = _import_beam_quietly()
   if not any(a.startswith("--runner") for a in pipeline_args):  # errors come back as ours
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
   try:
     with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as root:
-      build_pipeline(root, plan, out_dir, header, proto, validation_fraction, sequence_length,
-                     shard_bytes, array_record_options)
+      build(root)
   except errors.DoremiError as exc:  # Beam appends the step name; keep the user's line first
     raise errors.DoremiError(str(exc).split(" [while running")[0].strip()) from None
+
+
+def _read_manifest(source: str, out_dir: str) -> dict:
   manifest = json.loads(prepare_io.read_bytes(prepare_io.join(out_dir, MANIFEST)))
   if not manifest["domains"]:
     raise errors.DoremiError(f"source {source!r} has no documents")

@@ -11,7 +11,8 @@ Every domain Task emits two features:
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import importlib
+from typing import Callable, Sequence
 
 import doremi_jax
 from doremi_jax import errors
@@ -102,3 +103,14 @@ def register_domain_task(name: str, source: seqio.DataSource, vocabulary: seqio.
   return seqio.TaskRegistry.add(name, source=source, preprocessors=pre,
                                 output_features=output_features(vocabulary),
                                 metric_fns=[])
+
+
+def import_task_modules(modules: Sequence[str]) -> None:
+  """Imports, by name, the modules that register a user's Tasks when imported (t5x's
+  ``MIXTURE_OR_TASK_MODULE``); one that cannot be imported is one line."""
+  for name in modules:
+    try:
+      importlib.import_module(name)
+    except ImportError as exc:
+      raise errors.DoremiError(f"cannot import task module {name!r}: {exc}; put its folder "
+                               "on PYTHONPATH") from None

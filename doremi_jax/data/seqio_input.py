@@ -44,22 +44,62 @@ def _local_batch(feature_lengths: Mapping[str, int], global_batch_size: int) -> 
   return global_batch_size // n_proc
 
 
-def _host_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
-                  split: str, global_batch_size: int, **get_dataset_kwargs) -> tf.data.Dataset:
-  """This host's shard of ``provider``'s examples (SeqIO's own output, not batched)."""
-  _local_batch(feature_lengths, global_batch_size)
+def _shard_info() -> seqio.ShardInfo | None:
   n_proc = jax.process_count()
-  shard = seqio.ShardInfo(index=jax.process_index(), num_shards=n_proc) if n_proc > 1 else None
+  return seqio.ShardInfo(index=jax.process_index(), num_shards=n_proc) if n_proc > 1 else None
+
+
+def _get_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
+                 split: str, **get_dataset_kwargs) -> tf.data.Dataset:
+  """This host's shard of ``provider``'s examples (SeqIO's own output, not batched)."""
   try:
-    ds = provider.get_dataset(dict(feature_lengths), split=split, shard_info=shard,
-                              **get_dataset_kwargs)
+    return provider.get_dataset(dict(feature_lengths), split=split, shard_info=_shard_info(),
+                                **get_dataset_kwargs)
   except ValueError as exc:
     raise errors.DoremiError(f"{provider.name!r} split {split!r}: {exc}") from None
-  if domains_lib.DOMAIN_KEY not in ds.element_spec:
+
+
+def carries_domain(provider: seqio.Task | seqio.Mixture) -> bool:
+  """Whether every subtask labels its examples with their domain (this package's domain
+  Tasks do); a user's own Tasks do not, and are sampled here (``task_sequences``)."""
+  return all(domains_lib.DOMAIN_KEY in t.output_features for t in seqio.get_subtasks(provider))
+
+
+def task_sequences(task: seqio.Task, feature_lengths: Mapping[str, int], split: str,
+                   **get_dataset_kwargs) -> tf.data.Dataset:
+  """One Task's ``{targets, domain}`` sequences of exactly the ``targets`` length.
+
+  A domain Task of this package packs within itself. Any other Task (a user's, used as
+  registered: its source, preprocessors and vocabulary) is packed here as the reference
+  implementation packs: its examples' ``targets`` (trimmed by SeqIO to the length, with
+  its EOS if its feature adds one) are joined and cut into full chunks, each labelled
+  with the Task's name, so no ``domain`` feature is needed in it."""
+  ds = _get_dataset(task, feature_lengths, split, **get_dataset_kwargs)
+  if domains_lib.DOMAIN_KEY in ds.element_spec:
+    return ds
+  spec = ds.element_spec
+  if not isinstance(spec, dict) or domains_lib.TARGETS_KEY not in spec:
+    got = sorted(spec) if isinstance(spec, dict) else spec
     raise errors.DoremiError(
-        f"{provider.name!r} examples carry no '{domains_lib.DOMAIN_KEY}' feature; "
-        "register domains with doremi_jax.data.domains.register_domain_task")
-  return ds
+        f"task {task.name!r} yields {got}, with no 'targets' feature: DoReMi trains a "
+        "decoder-only model on each domain's 'targets'")
+  length = int(feature_lengths[domains_lib.TARGETS_KEY])
+  ds = ds.map(lambda ex: tf.cast(ex[domains_lib.TARGETS_KEY], tf.int32))
+  ds = ds.unbatch().batch(length, drop_remainder=True)
+  return ds.map(lambda t: {domains_lib.TARGETS_KEY: t, domains_lib.DOMAIN_KEY: task.name})
+
+
+def _sampled_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
+                     split: str, seed: int | None, **get_dataset_kwargs) -> tf.data.Dataset:
+  """A mixture of Tasks sampled here, as ``seqio.Mixture`` samples them, from each Task's
+  ``task_sequences`` (so every example keeps the name of the Task it was drawn from)."""
+  tasks = seqio.get_subtasks(provider)
+  datasets = [task_sequences(t, feature_lengths, split, seed=seed, **get_dataset_kwargs)
+              for t in tasks]
+  if len(datasets) == 1:
+    return datasets[0]
+  rates = [float(provider.get_rate(t)) for t in tasks]
+  return tf.data.Dataset.sample_from_datasets(datasets, weights=rates, seed=seed)
 
 
 def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping[str, int],
@@ -67,8 +107,13 @@ def seqio_dataset(provider: seqio.Task | seqio.Mixture, feature_lengths: Mapping
                   seed: int | None = 0, skip_batches: int = 0) -> tf.data.Dataset:
   """This host's endless training batches of ``{inputs, targets, loss_mask, domain_ids}``
   as a tf.data pipeline (evaluation reads finite data with ``eval_batches``)."""
-  ds = _host_dataset(provider, feature_lengths, split, global_batch_size, shuffle=shuffle,
-                     seed=seed, num_epochs=None)
+  _local_batch(feature_lengths, global_batch_size)
+  if carries_domain(provider):
+    ds = _get_dataset(provider, feature_lengths, split, shuffle=shuffle, seed=seed,
+                      num_epochs=None)
+  else:
+    ds = _sampled_dataset(provider, feature_lengths, split, seed, shuffle=shuffle,
+                          num_epochs=None)
   table = _domain_lookup(domains)
 
   def to_model_features(ex):
@@ -96,8 +141,8 @@ def _examples(task: seqio.Task, feature_lengths: Mapping[str, int], split: str,
   them (host ``i`` of ``n`` takes rows ``i, i + n, ...``, as ``seqio.ShardInfo`` does)."""
   source = prepared_source.prepared_source(task)
   if source is None:
-    ds = _host_dataset(task, feature_lengths, split, global_batch_size, shuffle=False,
-                       seed=None, num_epochs=1)
+    _local_batch(feature_lengths, global_batch_size)
+    ds = task_sequences(task, feature_lengths, split, shuffle=False, seed=None, num_epochs=1)
     if limit:
       ds = ds.take(limit)
     for ex in ds.as_numpy_iterator():

@@ -177,7 +177,8 @@ def token_byte_lengths(vocabulary: seqio.Vocabulary) -> "np.ndarray":
   1 byte, control and unknown pieces 0 (the dummy-prefix space of each document counts
   as 1 byte, so a document's total is its text plus at most one byte). Byte vocabulary:
   1 per byte token. Any other vocabulary (e.g. token-level synthetic domains) counts 1
-  per non-special id, so "bits per byte" there reads as bits per token.
+  per non-special id, so "bits per byte" there reads as bits per token, unless its
+  ``decode`` of one id gives text (a user's own vocabulary): then that text's bytes.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name
@@ -194,4 +195,9 @@ def token_byte_lengths(vocabulary: seqio.Vocabulary) -> "np.ndarray":
         out[i] = 1
       else:
         out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+  elif not isinstance(vocabulary, (seqio.ByteVocabulary, seqio.PassThroughVocabulary)):
+    for i in range(size):
+      text = vocabulary.decode([i]) if out[i] else None
+      if isinstance(text, str):
+        out[i] = len(text.encode("utf-8"))
   return out

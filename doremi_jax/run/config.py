@@ -22,6 +22,7 @@ import gin
 
 import doremi_jax
 from doremi_jax import errors, mixture_files, storage
+from doremi_jax.data import domains
 from doremi_jax.run import distributed
 
 _INCLUDE = re.compile(r"""^\s*include\s+(['"])(?P<path>.+)\1\s*(#.*)?$""")
@@ -229,19 +230,18 @@ def register_tasks(registrars: Sequence[Callable[[], Sequence[str]]] = ()) -> li
 
 
 @gin.configurable
-def import_task_modules(modules: Sequence[str] = ()) -> None:
+def import_task_modules(modules: Sequence[str] = (),
+                        mixture_or_task_module: str | None = None) -> None:
   """Registers exported mixtures (a ``.py`` module or weights ``.json`` by path) and imports
-  user modules that register Tasks when imported (t5x's ``--gin.tasks`` idea)."""
-  for name in modules:
+  user modules that register Tasks when imported; ``mixture_or_task_module`` is t5x's
+  ``MIXTURE_OR_TASK_MODULE``, imported by name (an exported ``.gin`` sets it)."""
+  for name in list(modules) + ([mixture_or_task_module] if mixture_or_task_module else []):
     if name.endswith(".py"):
       mixture_files.load_module(name)
     elif name.endswith(".json"):
       mixture_files.register_weights_file(name)
     elif name not in sys.modules:
-      try:
-        importlib.import_module(name)
-      except ImportError as exc:
-        raise errors.DoremiError(f"cannot import task module {name!r}: {exc}") from None
+      domains.import_task_modules([name])
 
 
 def prepare_tasks() -> list[str]:
