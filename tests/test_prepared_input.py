@@ -168,9 +168,9 @@ def test_host_slices_concatenate_to_the_one_host_batch(corpus, hosts):
 def test_resume_reads_only_the_resumed_batches(corpus, monkeypatch):
   source = grain_input.MixtureInput(corpus, corpus.natural_weights(), 8, seed=0)
   reads = []
-  original = prepared_corpus.DomainSequences.__getitem__
-  monkeypatch.setattr(prepared_corpus.DomainSequences, "__getitem__",
-                      lambda self, i: reads.append(i) or original(self, i))
+  original = prepared_corpus.DomainSequences.read_rows
+  monkeypatch.setattr(prepared_corpus.DomainSequences, "read_rows",
+                      lambda self, idx: reads.extend(idx) or original(self, idx))
   start = time.perf_counter()
   it = source.batches_from(100_000)
   first = next(it)

@@ -86,15 +86,20 @@ def _fields(buf: bytes):
 
 
 def _decode_varints(payload: bytes) -> np.ndarray:
+  """Packed base-128 varints -> int64, in one pass per byte position (token ids take 1-5
+  bytes, so the loop runs at most 4 times over the values, not once per byte)."""
   b = np.frombuffer(payload, np.uint8)
   if not b.size:
     return np.zeros(0, np.int64)
   ends = np.flatnonzero(b < 0x80)
-  starts = np.concatenate([[0], ends[:-1] + 1])
-  group = np.repeat(np.arange(len(ends)), ends - starts + 1)
-  shift = ((np.arange(len(b)) - starts[group]) * 7).astype(np.uint64)
-  parts = (b & 0x7F).astype(np.uint64) << shift
-  return np.add.reduceat(parts, starts).astype(np.int64)
+  starts = np.empty_like(ends)
+  starts[0], starts[1:] = 0, ends[:-1] + 1
+  lengths = ends - starts + 1
+  values = (b[starts] & 0x7F).astype(np.int64)
+  for k in range(1, int(lengths.max())):
+    longer = np.flatnonzero(lengths > k)
+    values[longer] |= (b[starts[longer] + k] & 0x7F).astype(np.int64) << (7 * k)
+  return values
 
 
 def decode(record: bytes, feature: str = FEATURE) -> np.ndarray:

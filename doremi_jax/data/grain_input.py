@@ -120,9 +120,13 @@ class MixtureInput:
         continue
       seqs = corpus.sequences(d, split)
       if not len(seqs):
-        raise errors.DoremiError(f"domain {d!r} has weight {weights[d]} but no {split} sequences")
+        raise errors.DoremiError(
+            f"domain {d!r} has weight {weights[d]:.3g} but no {split} sequences (its text is "
+            f"shorter than one {corpus.sequence_length}-token sequence); give it more text, "
+            "merge it into a related domain, or prepare with a shorter --sequence_length")
       self._sources[i] = grain.MapDataset.source(seqs).shuffle(seed=domain_seed(seed, d))
     self._threads, self._prefetch = num_threads, prefetch
+    self._sequence_length = corpus.sequence_length
 
   @property
   def window_rows(self) -> int:
@@ -142,7 +146,10 @@ class MixtureInput:
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
     """This host's slice of global batch ``step``."""
     domain, draw = self.host_rows(int(step))
-    targets = np.stack([self._sources[int(d)][int(n)] for d, n in zip(domain, draw)])
+    targets = np.zeros((len(domain), self._sequence_length), np.int32)
+    for d in np.unique(domain):  # each domain's rows in one batched read and decode
+      rows = np.flatnonzero(domain == d)
+      targets[rows] = np.stack(self._sources[int(d)]._getitems(draw[rows].tolist()))  # pylint: disable=protected-access
     return model_features(targets, domain)
 
   def dataset(self):
