@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo study test test-all lint bench bench-peers bench-gpu gpu-wheels clean-venv
+.PHONY: demo study test test-clients test-all lint bench bench-peers bench-gpu gpu-wheels clean-venv
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ study: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" tests
+
+# The exports read by their real consumers: the README's MaxText commands up to MaxText's
+# first step, in MaxText 0.2.5's own pinned venv (Python 3.12, built on first use, minutes).
+test-clients: $(STAMP)
+	py="$$(tests/clients/build_env.sh maxtext)" && MAXTEXT_PYTHON="$$py" \
+	  $(PY) -m pytest -q -rs -m clients tests/test_clients.py
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests

@@ -84,6 +84,19 @@ def test_gin_file_holds_only_t5x_macros(paths):
   gin.clear_config()
 
 
+def test_our_commands_import_the_module_the_gin_names(paths, monkeypatch):
+  """--gin_file=EXPORT.gin with our CLIs: base.gin passes MIXTURE_OR_TASK_MODULE to
+  import_task_modules, which imports it by name (the export dir on PYTHONPATH), as t5x does."""
+  from doremi_jax.run import config  # pylint: disable=g-import-not-at-top
+  if "test_mix" in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove("test_mix")
+  with pytest.raises(errors.DoremiError, match="cannot import task module 'test_mix'.*PYTHONPATH"):
+    config.import_task_modules(mixture_or_task_module="test_mix")
+  monkeypatch.syspath_prepend(os.path.dirname(paths["gin"]))
+  config.import_task_modules(mixture_or_task_module="test_mix")
+  assert "test_mix" in seqio.MixtureRegistry.names()
+
+
 def test_refuses_to_overwrite(paths, tmp_path):
   with pytest.raises(errors.DoremiError, match="already exists"):
     mixture_files.write_exports(str(tmp_path), "test_mix", WEIGHTS, {})

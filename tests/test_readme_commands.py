@@ -38,6 +38,14 @@ NOT_RUN = {
         "500-step stages; test_prepared_input configures it as the pipeline CLI does",
     "doremi-pipeline --gin_file=experiments/synthetic.gin":
         "the console script of the pipeline command run here; test_wheel runs console scripts",
+    "doremi-pipeline --gin_file=experiments/seqio_tasks.gin":
+        "needs the user's task module; test_user_tasks runs it on tests/clients/byo_tasks.py",
+    "doremi-corpus prepare --source=seqio:":
+        "make test-clients runs it as written (test_clients); test_user_tasks runs it too",
+    "doremi-pipeline --gin_file=experiments/prepared.gin --gin.PREPARED_DIR=\"'$PREPARED'\"":
+        "make test-clients runs it as written, shrunk (tests/test_clients.py)",
+    "python -m maxtext.trainers.pre_train.train":
+        "MaxText's venv: make test-clients runs it as written, shrunk (tests/test_clients.py)",
 }
 
 
