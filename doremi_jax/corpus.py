@@ -100,10 +100,14 @@ def prepare(args: argparse.Namespace, beam_args: Sequence[str]) -> None:
       args.source, args.out, args.tokenizer, args.vocab_size, args.sequence_length,
       args.validation_fraction, args.shard_bytes, args.sample_chars,
       args.array_record_options, beam_args, skip_bad_lines=args.skip_bad_lines,
-      task_modules=[m for arg in args.task_module for m in arg.split(",") if m])
+      task_modules=[m for arg in args.task_module for m in arg.split(",") if m],
+      overwrite=args.overwrite)
   print(prepare_lib.summary(manifest))
   for line in corpus_reader.warnings(manifest.get(prepare_lib.BAD_LINES, {})):
     print(line, file=sys.stderr, flush=True)
+  few = prepare_lib.few_sequences_warning(manifest)
+  if few:
+    print(few, file=sys.stderr, flush=True)
   print(f"{args.out}/{prepare_lib.MANIFEST}: {len(manifest['domains'])} domains, sequence "
         f"length {manifest['sequence_length']}, tokenizer "
         f"{manifest['tokenizer'].get('path', 'bytes')}, {time.perf_counter() - start:.1f}s")
@@ -111,7 +115,7 @@ def prepare(args: argparse.Namespace, beam_args: Sequence[str]) -> None:
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m doremi_jax.corpus",
+  ap = errors.ArgumentParser(prog="python -m doremi_jax.corpus",
                                description=__doc__.splitlines()[0])
   sub = ap.add_subparsers(dest="command", required=True)
   b = sub.add_parser("build", help="build (or find cached) the embedded corpus")
@@ -132,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   p = sub.add_parser("prepare", help="the Beam job: packed per-domain token shards + manifest")
   p.add_argument("--source", required=True,
                  help="pile:DIR, dir:DIR, embedded, or seqio:TASK,TASK,... (your own Tasks)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace whatever --out holds (another prepared corpus) whole")
   p.add_argument("--task_module", action="append", default=[],
                  help="a module that registers the seqio: source's Tasks (repeatable)")
   p.add_argument("--out", required=True, help="output dir (local or a Beam filesystem URL)")

@@ -1,6 +1,7 @@
 """One-line user errors: bad input is reported as a single line and exit code 2."""
 from __future__ import annotations
 
+import argparse
 import atexit
 import errno
 import functools
@@ -14,6 +15,13 @@ if TYPE_CHECKING:  # seqio pulls in TensorFlow (seconds): imported where it is u
 
 class DoremiError(Exception):
   """A problem with the user's input or configuration (not a bug)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage errors are one ``error:`` line (exit 2), not its usage block."""
+
+  def error(self, message: str):
+    raise DoremiError(f"{self.prog}: {message} (see --help)")
 
 
 class Preempted(Exception):
@@ -77,6 +85,23 @@ def _storage_line(exc: BaseException) -> str | None:
   return f"cannot write {where}: {exc.strerror}; fix the permissions or write elsewhere"
 
 
+def _out_of_memory_line(exc: BaseException) -> str | None:
+  """An accelerator or host running out of memory (XLA's RESOURCE_EXHAUSTED, or Python's
+  MemoryError) as one line that says what to change."""
+  if not (isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc)[:2000]):
+    return None
+  text = " ".join(str(exc).split())
+  detail = text[text.find("RESOURCE_EXHAUSTED"):][:160] if "RESOURCE_EXHAUSTED" in text else (
+      "MemoryError")
+  return (f"out of memory ({detail}); lower BATCH_SIZE, the model size or VOCAB_SIZE, or use "
+          "train.microbatches (python -m doremi_jax.compile_check estimates the memory first)")
+
+
+def storage_line(exc: BaseException) -> str | None:
+  """The one line for a full disk, a quota or a read-only place (None for other errors)."""
+  return _storage_line(exc)
+
+
 def _silence_stderr() -> None:
   """At exit after a user error: TensorFlow's C++ destructors (e.g. a cached dataset's
   iterator, read only in part) log past TF_CPP_MIN_LOG_LEVEL and would follow the one line."""
@@ -108,7 +133,7 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int | N
     except (DoremiError, FileNotFoundError) as exc:
       _exit_with(_one_line(exc))
     except Exception as exc:  # pylint: disable=broad-except  (see _storage_line)
-      line = _storage_line(exc)
+      line = _storage_line(exc) or _out_of_memory_line(exc)
       if line is None:
         raise
       _exit_with(line)

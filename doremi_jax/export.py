@@ -9,7 +9,6 @@ domains gets every format but MaxText's, and one ``warning:`` line saying so.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
@@ -18,7 +17,7 @@ from doremi_jax import errors, mixture_files
 
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
-  parser = argparse.ArgumentParser(prog="python -m doremi_jax.export",
+  parser = errors.ArgumentParser(prog="python -m doremi_jax.export",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("weights_json", help="a weights JSON with metadata (domain_specs)")
   parser.add_argument("--out", help="output dir (default: the JSON's own dir)")

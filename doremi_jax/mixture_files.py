@@ -23,7 +23,7 @@ import os
 import pprint
 import re
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import doremi_jax
 
@@ -68,8 +68,9 @@ class WeightsFile:
   metadata: dict[str, Any]
 
 
-def read_weights(path: str) -> WeightsFile:
-  """Reads a weights JSON (ours, or the reference implementation's) and validates it."""
+def read_weights(path: str, domains: Sequence[str] | None = None) -> WeightsFile:
+  """Reads a weights JSON (ours, or the reference implementation's, whose names are mapped
+  to the tasks among ``domains`` they name) and validates it."""
   if not os.path.exists(path):
     raise errors.DoremiError(f"weights file {path!r} not found")
   try:
@@ -81,14 +82,15 @@ def read_weights(path: str) -> WeightsFile:
   if not isinstance(weights, dict):
     raise errors.DoremiError(f"weights file {path!r} has no 'domain_weights' mapping")
   if "domain_weights" not in payload:  # the reference implementation's names
-    weights = _from_official_names(weights)
+    weights = _from_official_names(weights, domains)
   return WeightsFile(path, payload.get("name"), mixtures.check_weights(weights, what=path),
                      dict(payload.get("metadata", {})))
 
 
-def load_weights(path: str) -> tuple[dict[str, float], dict[str, Any]]:
+def load_weights(path: str, domains: Sequence[str] | None = None
+                 ) -> tuple[dict[str, float], dict[str, Any]]:
   """(weights, metadata) of a weights JSON (``read_weights``)."""
-  file = read_weights(path)
+  file = read_weights(path, domains)
   return file.weights, file.metadata
 
 
@@ -179,14 +181,16 @@ def official_names(weights: Mapping[str, float]) -> dict[str, str]:
   return out if len(set(out.values())) == len(out) else {t: t for t in weights}
 
 
-def _from_official_names(weights: dict[str, float]) -> dict[str, float]:
-  """Weights keyed by the reference implementation's names (``Pile-CC``) -> by the
-  registered task each names, when every name picks out exactly one task."""
+def _from_official_names(weights: dict[str, float], domains: Sequence[str] | None = None
+                         ) -> dict[str, float]:
+  """Weights keyed by the reference implementation's names (``Pile-CC``) -> by the task
+  each names among ``domains`` (default: every registered task), when every name picks
+  out exactly one."""
   registered = seqio.TaskRegistry.names()
   if all(k in registered for k in weights):
     return weights
   pile, tasks_of = _pile_names(), {}
-  for task in registered:
+  for task in registered if domains is None else [d for d in domains if d in registered]:
     tasks_of.setdefault(_official_name(task, pile), []).append(task)
   if all(len(tasks_of.get(k, ())) == 1 for k in weights):
     return {tasks_of[k][0]: v for k, v in weights.items()}
@@ -282,6 +286,14 @@ def register_weights_file(path: str) -> str:
   """Registers the mixture a weights JSON describes (domains first); returns its name."""
   file = read_weights(path)
   name = file.name or export_name(os.path.splitext(os.path.basename(path))[0])
+  registered = seqio.TaskRegistry.names()
+  unknown = sorted(t for t in file.weights if t not in registered)
+  if unknown and not file.metadata.get("domain_specs"):  # nothing says how to register them
+    known = sorted(registered)
+    raise errors.DoremiError(
+        f"{path} names domains {unknown[:6]} that no registered task has (registered: "
+        f"{', '.join(known[:8])}{' ...' if len(known) > 8 else ''}); name the experiment's "
+        "tasks, or the reference implementation's folder names of them")
   mixtures.register_exported(name, file.weights, file.metadata.get("domain_specs") or [],
                              file.metadata.get("tokenizer"))
   return name

@@ -12,6 +12,7 @@ so an export made on one machine imports on another where the corpus lives elsew
 """
 from __future__ import annotations
 
+import glob
 import importlib
 import math
 import os
@@ -208,11 +209,41 @@ def apply_specs(specs: Sequence[Mapping[str, Any]]) -> list[str]:
     kwargs = dict(spec["kwargs"])
     for arg in spec.get("paths", ()):
       kwargs[arg] = local_path(kwargs[arg])
+      _require_data(spec["kwargs"][arg], kwargs[arg])
     registered = list(registrar(**kwargs))
     if registered:
       check_same_tokenizer(spec.get("tokenizer"), registered[0])
+      _check_same_data(spec, registered)
     names += registered
   return names
+
+
+def _require_data(recorded: str, path: str) -> None:
+  """The data an export names must be where it says; a moved corpus names the fix."""
+  if (not isinstance(path, str) or path in ("bytes", "sentencepiece") or os.path.exists(path)
+      or glob.glob(path)):  # a Pile spec may hold a glob of files
+    return
+  if recorded.startswith(DATA_ROOT_MARK):
+    raise errors.DoremiError(
+        f"the data this mixture was made over is not at {path!r} (${storage.DATA_ROOT_ENV} is "
+        f"{storage.data_root()}); set {storage.DATA_ROOT_ENV} to the folder that holds "
+        f"{recorded[len(DATA_ROOT_MARK):].lstrip('/')!r} now")
+  raise errors.DoremiError(
+      f"the data this mixture was made over is not at {path!r} (moved?); put it back, or keep "
+      f"corpora under ${storage.DATA_ROOT_ENV} so exports find them wherever it points")
+
+
+def _check_same_data(spec: Mapping[str, Any], registered: Sequence[str]) -> None:
+  """Domains re-registered for an export must hold the data it was made over (a prepared
+  domain's shards by sha256): another corpus with the same domain names is refused."""
+  recorded, now = spec.get("data") or {}, (spec_of(registered[0]) or {}).get("data") or {}
+  differ = sorted(k for k in recorded if k in now and recorded[k] != now[k])
+  if differ:
+    where = spec["kwargs"].get("prepared_dir") or spec["kwargs"]
+    raise errors.DoremiError(
+        f"the mixture was exported over other data than {local_path(str(where))!r} holds now "
+        f"(domains {', '.join(differ[:4])}{' ...' if len(differ) > 4 else ''} differ); "
+        f"point ${storage.DATA_ROOT_ENV} at the corpus it was made over, or export again")
 
 
 def register_exported(name: str, weights: Mapping[str, float], specs: Sequence[Mapping[str, Any]],

@@ -55,7 +55,8 @@ def register_prepared(prepared_dir: str = gin.REQUIRED, prefix: str = "prepared"
   task_names = sorted(names.values())
   mixtures.record_spec(task_names, register_prepared, dict(
       prepared_dir=prepared_dir, prefix=prefix, natural_name=natural_name,
-      uniform_name=uniform_name), path_args=("prepared_dir",))
+      uniform_name=uniform_name), path_args=("prepared_dir",),
+      data={names[d]: f"prepared {corpus.domain_digest(d)}" for d in names})
   if model_vocab_size is not None:
     tokenizer.check_vocab_matches(int(model_vocab_size), vocab)
   return task_names

@@ -170,7 +170,7 @@ def test_reference_format_names_pile_domains_as_its_loaders_do(tmp_path):
   skip = dict.fromkeys(sorted(weights), 0)  # what determine_skip_per_domain returns
   assert all(name in skip for name in official_dirs)
   assert sum(weights.values()) == pytest.approx(1.0)
-  back = mixture_files.read_weights(paths["doremi"]).weights  # the published configs, read
+  back = mixture_files.read_weights(paths["doremi"], tasks).weights  # published configs too
   assert back == pytest.approx(dict(zip(tasks, (0.5, 0.3, 0.2))))
 
 

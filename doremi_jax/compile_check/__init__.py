@@ -113,7 +113,7 @@ def report(r: dict[str, Any]) -> str:
 
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-  parser = argparse.ArgumentParser(description="Compile a run's train step for a topology and "
+  parser = errors.ArgumentParser(description="Compile a run's train step for a topology and "
                                    "report its memory per device.")
   parser.add_argument("--topology", required=True,
                       help="cpu:N (simulated devices) or a TPU slice: v5p-256, v4-64, v5e-256")

@@ -69,7 +69,12 @@ class TransformerConfig:
   chunk_train_logits: bool | None = None
 
   def __post_init__(self):
-    """Bad names are one line (``errors.DoremiError``) before anything is built."""
+    """Bad names and sizes are one line (``errors.DoremiError``) before anything is built."""
+    for name in ("vocab_size", "num_layers", "emb_dim", "num_heads", "head_dim", "mlp_dim"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**31:
+        raise errors.DoremiError(f"TransformerConfig.{name}={value!r} must be a positive "
+                                 "integer below 2**31 (token ids and sizes are int32)")
     if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
       raise errors.DoremiError(
           f"TransformerConfig.attention_implementation={self.attention_implementation!r} is "

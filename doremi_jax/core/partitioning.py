@@ -52,6 +52,10 @@ def make_mesh(mesh_shape: Sequence[int] = (-1, 1, 1),
   shape = list(mesh_shape)
   if len(shape) != len(MESH_AXES):
     raise errors.DoremiError(f"mesh_shape needs {len(MESH_AXES)} entries {MESH_AXES}, got {shape}")
+  if not all(isinstance(s, int) and not isinstance(s, bool) and (s > 0 or s == -1)
+             for s in shape):
+    raise errors.DoremiError(f"make_mesh.mesh_shape={tuple(mesh_shape)!r}: each axis must be a "
+                             "positive integer or -1 (all remaining devices)")
   if shape.count(-1) > 1:
     raise errors.DoremiError(f"mesh_shape may hold at most one -1, got {shape}")
   known = math.prod(s for s in shape if s != -1)

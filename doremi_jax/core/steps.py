@@ -88,14 +88,17 @@ class DoremiConfig:
     if self.reference_dtype not in (None, "float32", "bfloat16"):
       raise bad(f"reference_dtype={self.reference_dtype!r} is not one of "
                 "(None, 'float32', 'bfloat16')")
+    for name in ("step_size", "smoothing", "estimator", "use_reference"):
+      if isinstance(getattr(self, name), (list, tuple)) and not getattr(self, name):
+        raise bad(f"{name}=[] is empty; give a value or a non-empty list (a sweep)")
     if self.objective not in doremi.OBJECTIVES:
       raise bad(f"objective={self.objective!r} is not one of {doremi.OBJECTIVES}")
     for c in _as_list(self.smoothing):
       if not (number(c) and 0.0 <= c <= 1.0):
         raise bad(f"smoothing={c!r} must be a number in [0, 1]")
     for eta in _as_list(self.step_size):
-      if not (number(eta) and eta >= 0.0):
-        raise bad(f"step_size={eta!r} must be a number >= 0")
+      if not (number(eta) and 0.0 <= eta < float("inf")):
+        raise bad(f"step_size={eta!r} must be a finite number >= 0")
     for e in _as_list(self.estimator):
       if e not in doremi.ESTIMATORS:
         raise bad(f"estimator={e!r} is not one of {tuple(doremi.ESTIMATORS)}")

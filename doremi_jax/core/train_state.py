@@ -6,6 +6,7 @@ with the parameters.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from doremi_jax import errors
 from doremi_jax.core import partitioning
 
 
@@ -38,7 +40,10 @@ def make_optimizer(train_steps: int, learning_rate: float = 3e-3, warmup_steps: 
                    end_learning_rate_fraction: float = 0.1, weight_decay: float = 0.01,
                    b1: float = 0.9, b2: float = 0.95, grad_clip_norm: float = 1.0
                    ) -> optax.GradientTransformation:
-  """AdamW with linear warm-up and cosine decay (the paper's proxy/reference recipe)."""
+  """AdamW with linear warm-up and cosine decay (the paper's proxy/reference recipe); a
+  setting out of its range is one line."""
+  _check_optimizer(learning_rate, warmup_steps, end_learning_rate_fraction, weight_decay,
+                   b1, b2, grad_clip_norm)
   warmup = max(0, min(warmup_steps, train_steps - 1))
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=learning_rate, warmup_steps=warmup,
@@ -47,6 +52,28 @@ def make_optimizer(train_steps: int, learning_rate: float = 3e-3, warmup_steps: 
   return optax.chain(
       optax.clip_by_global_norm(grad_clip_norm),
       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+
+
+def _check_optimizer(learning_rate, warmup_steps, end_fraction, weight_decay, b1, b2,
+                     grad_clip_norm) -> None:
+  def number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+  checks = [("learning_rate", learning_rate, number(learning_rate) and learning_rate > 0,
+             "a finite number > 0"),
+            ("warmup_steps", warmup_steps, isinstance(warmup_steps, int)
+             and not isinstance(warmup_steps, bool) and warmup_steps >= 0, "an integer >= 0"),
+            ("end_learning_rate_fraction", end_fraction,
+             number(end_fraction) and 0 <= end_fraction <= 1, "a number in [0, 1]"),
+            ("weight_decay", weight_decay, number(weight_decay) and weight_decay >= 0,
+             "a finite number >= 0"),
+            ("b1", b1, number(b1) and 0 <= b1 < 1, "a number in [0, 1)"),
+            ("b2", b2, number(b2) and 0 <= b2 < 1, "a number in [0, 1)"),
+            ("grad_clip_norm", grad_clip_norm, number(grad_clip_norm) and grad_clip_norm > 0,
+             "a finite number > 0")]
+  for name, value, ok, wanted in checks:
+    if not ok:
+      raise errors.DoremiError(f"make_optimizer.{name}={value!r} must be {wanted}")
 
 
 def initial_domain_state(num_domains: int, initial_weights: jax.Array | None = None) -> DomainState:

@@ -100,7 +100,19 @@ def read_documents(item: prepare_sources.InputFile, validation_fraction: float,
     yield pvalue.TaggedOutput(BAD_LINES, bad.files)
 
 
-def _bucket(doc, buckets: dict) -> tuple:
+def _check_no_empty_domain(seen: list, expected: Sequence[str], files) -> bool:
+  """Before any shard is written: a domain whose files hold no text (empty, or only
+  whitespace) is refused, as ``stats`` and the corpus Tasks refuse it."""
+  empty = [d for d in expected if d not in set(seen)]
+  if empty:
+    where = sorted({os.path.basename(f.path) for f in files if f.domain == empty[0]})
+    raise errors.DoremiError(f"domain {empty[0]!r} has no documents ({', '.join(where[:3])} "
+                             "hold no text, or only whitespace); add text or remove it"
+                             + (f" (also empty: {', '.join(empty[1:4])})" if empty[1:] else ""))
+  return True
+
+
+def _bucket(doc, buckets: dict, _checked: bool = True) -> tuple:
   domain, split, text = doc
   n = buckets[(domain, split)]
   return (domain, split, prepare_sources.document_key(text) % n, n), text
@@ -117,10 +129,17 @@ def build_pipeline(root, plan: prepare_sources.SourcePlan, out_dir: str, header:
                                             BAD_LINES in header).with_outputs(
                                                 BAD_LINES, main="docs"))
   docs = read.docs
-  buckets = (docs | "TextBytes" >> beam.Map(lambda d: ((d[0], d[1]), len(d[2].encode("utf-8"))))
-             | "BytesPerSplit" >> beam.CombinePerKey(sum)
-             | "ShardCount" >> beam.Map(lambda kv: (kv[0], max(1, -(-kv[1] // shard_bytes)))))
-  records = (docs | "AssignShard" >> beam.Map(_bucket, beam.pvalue.AsDict(buckets))
+  split_bytes = (docs | "TextBytes" >> beam.Map(
+      lambda d: ((d[0], d[1]), len(d[2].encode("utf-8"))))
+                 | "BytesPerSplit" >> beam.CombinePerKey(sum))
+  buckets = split_bytes | "ShardCount" >> beam.Map(
+      lambda kv: (kv[0], max(1, -(-kv[1] // shard_bytes))))
+  expected = sorted({f.domain for f in plan.files if f.domain is not None})
+  checked = (split_bytes | "DomainsWithText" >> beam.Map(lambda kv: kv[0][0])
+             | "AllDomains" >> beam.combiners.ToList()
+             | "NoEmptyDomain" >> beam.Map(_check_no_empty_domain, expected, plan.files))
+  records = (docs | "AssignShard" >> beam.Map(_bucket, beam.pvalue.AsDict(buckets),
+                                              beam.pvalue.AsSingleton(checked))
              | "GroupShards" >> beam.GroupByKey()
              | "PackShards" >> beam.Map(pack_shard, out_dir, model_proto, sequence_length,
                                         options))
@@ -138,8 +157,13 @@ def resolve_tokenizer(plan: prepare_sources.SourcePlan, out_dir: str, model: str
   """(serialized SentencePiece model or None for bytes, manifest entry). A trained model
   lives under ``OUT/tokenizer`` (or the cache when OUT is remote), never in the source."""
   if model == tokenizer.BYTES:
+    if vocab_size is not None:
+      raise errors.DoremiError(f"--vocab_size={vocab_size} is for a trained SentencePiece "
+                               "model; with --tokenizer=bytes the vocabulary is 259 ids: drop "
+                               "--vocab_size")
     return None, {"type": tokenizer.BYTES, "vocab_size": 259}
   origin = model or f"trained on the train split ({vocab_size} tokens)"
+  given = model is not None
   if model is None:
     if vocab_size is None:
       raise errors.DoremiError("give --tokenizer=PATH (or 'bytes') or --vocab_size=N to train one")
@@ -161,8 +185,10 @@ def resolve_tokenizer(plan: prepare_sources.SourcePlan, out_dir: str, model: str
     size = spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
   except RuntimeError:
     raise errors.DoremiError(f"{model!r} is not a SentencePiece model") from None
-  if vocab_size is not None and vocab_size != size:
+  if given and vocab_size is not None and vocab_size != size:
     raise errors.DoremiError(f"--vocab_size={vocab_size} but {model} has {size} tokens")
+  origin = origin if given or size == vocab_size else (
+      f"trained on the train split ({size} tokens: {vocab_size} asked, the most it supports)")
   name = f"{TOKENIZER_DIR}/{os.path.basename(model)}"
   dest = prepare_io.join(out_dir, name)
   if os.path.abspath(os.path.expanduser(model)) != os.path.abspath(dest):
@@ -192,7 +218,7 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
             array_record_options: str = DEFAULT_ARRAY_RECORD_OPTIONS,
             pipeline_args: Sequence[str] = (),
             plan: prepare_sources.SourcePlan | None = None, skip_bad_lines: bool = False,
-            task_modules: Sequence[str] = ()) -> dict:
+            task_modules: Sequence[str] = (), overwrite: bool = False) -> dict:
   """Runs the pipeline (DirectRunner unless ``pipeline_args`` say otherwise); returns the
   manifest (read back from ``OUT/manifest.json``). ``plan``: ``source`` already resolved.
   ``skip_bad_lines``: lines that are not a JSON object with the document are skipped and
@@ -207,6 +233,8 @@ def prepare(source: str, out_dir: str, model: str | None = None, vocab_size: int
     raise errors.DoremiError(f"--shard_bytes must be positive, got {shard_bytes}")
   if not prepare_io.is_remote(out_dir):
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  prepare_io.check_out_contents(out_dir, source, sequence_length, overwrite)
+  prepare_io.remove_leftovers(out_dir)
   if source.startswith(prepare_seqio.SCHEME):
     if model is not None or vocab_size is not None:
       raise errors.DoremiError("a seqio: source is tokenized by its Tasks' own vocabulary; "
@@ -283,6 +311,23 @@ def _import_beam_quietly():
   finally:
     root.setLevel(level)
   return beam, PipelineOptions
+
+
+FEW_SEQUENCES = 16  # the default BATCH_SIZE: a domain with fewer repeats within a batch
+
+
+def few_sequences_warning(manifest: dict) -> str | None:
+  """One line naming the domains too small to sample well (none: training refuses them)."""
+  small = {d: s["train"]["sequences"] for d, s in manifest["domains"].items()
+           if s["train"]["sequences"] < FEW_SEQUENCES}
+  if not small:
+    return None
+  listed = ", ".join(f"{d} ({n})" for d, n in sorted(small.items())[:5])
+  none = sum(1 for n in small.values() if n == 0)
+  return (f"warning: {len(small)} domain(s) have fewer than {FEW_SEQUENCES} train sequences of "
+          f"{manifest['sequence_length']} tokens: {listed}{' ...' if len(small) > 5 else ''}"
+          f"; {none} have none, which training refuses: give them more text, merge them into "
+          "related domains, or prepare with a shorter --sequence_length")
 
 
 def summary(manifest: dict) -> str:

@@ -47,7 +47,23 @@ def _strip_suffix(name: str, suffixes: Sequence[str]) -> str | None:
   return None
 
 
+def _check_readable(path: Path) -> None:
+  """A corpus file that is a broken or looping link, or cannot be read, is one line."""
+  try:
+    os.stat(path)
+    readable = os.access(path, os.R_OK)
+  except OSError as exc:
+    raise errors.DoremiError(f"corpus file {str(path)!r} cannot be read ({exc.strerror}); fix "
+                             "or remove it") from None
+  if not readable:
+    raise errors.DoremiError(f"corpus file {str(path)!r} cannot be read (permission denied); "
+                             "fix its permissions or remove it")
+
+
 def _doc_files(folder: Path) -> list[Path]:
+  for p in folder.rglob("*"):
+    if p.is_symlink() and not p.name.startswith("."):
+      _check_readable(p)
   return sorted(p for p in folder.rglob("*")
                 if p.is_file() and not p.name.startswith(".")
                 and (_strip_suffix(p.name, JSONL_SUFFIXES) or _strip_suffix(p.name, TEXT_SUFFIXES)))
@@ -71,6 +87,7 @@ def discover(corpus_dir: str) -> dict[str, list[Path]]:
         raise errors.DoremiError(
             f"domain {raw!r} has no documents: {entry} holds no .jsonl/.txt files")
     elif (raw := _strip_suffix(entry.name, JSONL_SUFFIXES)) is not None:
+      _check_readable(entry)
       files = [entry]
     else:
       continue

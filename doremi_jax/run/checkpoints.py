@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -70,6 +71,53 @@ class Checkpointer:
   def metadata(self, step: int) -> dict[str, Any]:
     """What ``save`` kept with ``step`` (empty for checkpoints written without any)."""
     return dict(self.manager.metadata(step).custom_metadata or {})
+
+  def check_writable(self) -> None:
+    """At a resume, before any work: a checkpoints dir that cannot take a new file is one
+    line now, not a save that fails (and is retried) after the first interval."""
+    directory = str(self.manager.directory)
+    try:
+      os.makedirs(directory, exist_ok=True)
+      fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
+      os.close(fd)
+      os.remove(probe)
+    except OSError as exc:
+      raise errors.DoremiError(f"cannot write checkpoints under {directory}: {exc.strerror}; "
+                               "fix the permissions (or free space) and resume again") from None
+
+  def restore_latest_intact(self, abstract_state: TrainState, move_aside: bool = True
+                            ) -> tuple[TrainState, int]:
+    """The newest checkpoint that restores, with its step. A damaged newer one (files
+    missing or cut short) is moved aside to ``MODEL_DIR/damaged_checkpoints/<step>`` with
+    one ``warning:`` line, so the run goes on from the intact one and can save that step
+    again; none intact is one line."""
+    damaged = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state = self.restore(abstract_state, step)
+      except Exception as exc:  # pylint: disable=broad-except  (orbax/tensorstore: many types)
+        damaged.append((step, " ".join(str(exc).split())[:90] or type(exc).__name__))
+        continue
+      for bad, why in damaged:
+        if move_aside:  # one process (multi-host: the first) moves, every one restores
+          self._move_aside(bad)
+        print(f"warning: checkpoint {bad} under {self.manager.directory} is damaged ({why}); "
+              f"moved to {paths.DAMAGED_DIR}/{bad}, resuming from checkpoint {step}",
+              file=sys.stderr, flush=True)
+      return state, step
+    listed = "; ".join(f"checkpoint {s}: {why}" for s, why in damaged[:1])
+    listed += f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+    raise errors.DoremiError(f"no intact checkpoint under {self.manager.directory} ({listed}); "
+                             "restore the files, or start over in a new MODEL_DIR")
+
+  def _move_aside(self, step: int) -> None:
+    directory = str(self.manager.directory)
+    target = os.path.join(os.path.dirname(directory), paths.DAMAGED_DIR, str(step))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.exists(target):
+      target += f".{int(time.time())}"
+    os.rename(os.path.join(directory, str(step)), target)
+    self.manager.reload()
 
   def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
     step = self.latest_step() if step is None else step

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import tokenize
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,7 +40,7 @@ def gin_dir() -> Path:
 
 def parse_args(argv: Sequence[str], description: str) -> argparse.Namespace:
   """Parses gin flags; ``--gin.A.b=1`` and ``--gin.MACRO=2`` become gin bindings."""
-  parser = argparse.ArgumentParser(description=description)
+  parser = errors.ArgumentParser(description=description)
   parser.add_argument("--gin_file", action="append", default=[],
                       help="gin file (repeatable; later files override earlier ones)")
   parser.add_argument("--gin_search_paths", default="",
@@ -98,16 +99,34 @@ def configure(gin_files: Sequence[str], bindings: Sequence[str], search_paths: s
   root.setLevel(logging.CRITICAL)  # gin logs failed lookups as ERRORs before raising
   try:
     for name, text in texts:
-      try:
-        gin.parse_config(text)
-      except (ValueError, KeyError, SyntaxError, ImportError, TypeError, IOError) as exc:
-        raise errors.DoremiError(f"bad gin configuration: {_first_line(exc)} (in {name})") from None
-    try:
-      gin.parse_config(list(bindings))
-    except (ValueError, KeyError, SyntaxError, ImportError, TypeError, IOError) as exc:
-      raise errors.DoremiError(f"bad gin configuration: {_first_line(exc)} (in bindings)") from None
+      _parse(text, f"in {name}")
+    for binding in bindings:  # one by one, so an error names its binding
+      _parse(binding, f"in the binding {binding!r}")
   finally:
     root.setLevel(level)
+
+
+_GIN_ERRORS = (ValueError, KeyError, SyntaxError, ImportError, TypeError, IOError,
+               tokenize.TokenError)
+
+
+def _parse(text: str, where: str) -> None:
+  try:
+    gin.parse_config(text)
+  except _GIN_ERRORS as exc:
+    raise errors.DoremiError(f"bad gin configuration: {_gin_message(exc, text)} ({where})"
+                             ) from None
+
+
+def _gin_message(exc: BaseException, text: str) -> str:
+  """The parser's complaint and, for a syntax error, the line it is in."""
+  if isinstance(exc, tokenize.TokenError):  # an unclosed bracket or string: at the end
+    return f"unclosed bracket or string ({exc.args[0]})"
+  lineno = getattr(exc, "lineno", None)
+  lines = text.splitlines()
+  if isinstance(exc, SyntaxError) and lineno and 0 < lineno <= len(lines):
+    return f"syntax error at line {lineno}: {lines[lineno - 1].strip()!r} ({exc.msg})"
+  return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,7 +19,6 @@ names the first differing entry, unless the user consents to it by name
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import os
@@ -39,7 +38,7 @@ FILE = "fingerprint.json"
 NOT_RESULT = ("model_dir", "resume", "checkpoint_every", "log_every", "progress", "export_name",
               "ignore_changes", "microbatches",  # microbatches: exact accumulation
               "eval_every", "curve_batches_per_domain",  # learning curves only read the model
-              "curve_splits")
+              "curve_splits", "allow_unfinished_reference")
 
 
 def _plain(value: Any) -> Any:
@@ -60,11 +59,7 @@ def _data(provider: seqio.Task | seqio.Mixture) -> dict[str, Any]:
   for task in seqio.get_subtasks(provider):
     source = task.source
     if isinstance(source, PreparedDataSource):  # the domain's shards (with sha256s), tokenizer
-      manifest = source.corpus.manifest
-      entry = {"domain": manifest["domains"][source.domain], "tokenizer": manifest["tokenizer"],
-               "sequence_length": manifest["sequence_length"]}
-      digest = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
-      out[f"data.{task.name}"] = f"prepared {digest}"
+      out[f"data.{task.name}"] = f"prepared {source.corpus.domain_digest(source.domain)}"
     else:
       out[f"data.{task.name}"] = _plain(mixtures.spec_of(task.name))
   return out
@@ -119,8 +114,8 @@ def check(model_dir: str, fp: Mapping[str, Any], ignore: Sequence[str] = ()) -> 
     key = refused[0]
     raise errors.DoremiError(
         f"{model_dir} was trained with {key} = {_short(old.get(key))}, this start has "
-        f"{_short(fp.get(key))} ({len(refused)} setting(s) differ); use a new MODEL_DIR, "
-        f"or consent with --gin.RESUME_IGNORE_CHANGES='[\"{key}\"]'")
+        f"{_short(fp.get(key))} ({len(refused)} setting(s) differ: {', '.join(refused)}); use "
+        f"a new MODEL_DIR, or consent with --gin.RESUME_IGNORE_CHANGES='{json.dumps(refused)}'")
   return changed
 
 

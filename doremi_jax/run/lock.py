@@ -14,6 +14,7 @@ import datetime
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 
@@ -25,6 +26,14 @@ LOCK_FILE = ".lock"
 def holds_outputs(directory: str) -> bool:
   """True if ``directory`` has any file but a lock (an aborted start leaves only folders)."""
   return any(f != LOCK_FILE for _, _, files in os.walk(directory) for f in files)
+
+
+def clear_outputs(directory: str) -> None:
+  """Removes everything in ``directory`` but its lock (the holder's own outputs)."""
+  for entry in os.listdir(directory):
+    path = os.path.join(directory, entry)
+    if entry != LOCK_FILE:
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def _describe(holder: dict) -> str:

@@ -17,6 +17,7 @@ from doremi_jax import storage
 
 CONFIG_FILE = "config.gin"
 CHECKPOINT_SUBDIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"  # damaged checkpoints moved aside at a resume
 TENSORBOARD_SUBDIR = "tensorboard"
 TRAIN_SUMMARY_FILE = "train_summary.json"
 WEIGHTS_TRAJECTORY_FILE = "domain_weights.jsonl"

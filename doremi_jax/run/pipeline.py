@@ -8,7 +8,6 @@ proxy's weights JSON). Export formats are written once, at the end, into
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Mapping, Sequence
 
 import gin
@@ -35,10 +34,7 @@ def _check_experiment_dir(experiment_dir: str, fingerprint: dict[str, Any],
           f"{experiment_dir!r} holds a different experiment (its gin config changed); "
           "choose a new pipeline.experiment_dir or pass --gin.pipeline.overwrite=True")
     if overwrite and previous.get("config_sha256") != fingerprint["config_sha256"]:
-      for entry in os.listdir(experiment_dir):  # all but the lock this process holds
-        path_ = os.path.join(experiment_dir, entry)
-        if entry != lock.LOCK_FILE:
-          shutil.rmtree(path_) if os.path.isdir(path_) else os.remove(path_)
+      lock.clear_outputs(experiment_dir)  # all but the lock this process holds
   elif os.path.isdir(experiment_dir) and lock.holds_outputs(experiment_dir) and not overwrite:
     raise errors.DoremiError(f"{experiment_dir!r} is not empty and is not a pipeline dir; "
                              "choose a new pipeline.experiment_dir")
@@ -63,6 +59,20 @@ def _unimax_arm(uniform_mixture: str, domains: Sequence[str], budget_tokens: int
                                          "max_epochs": max_epochs,
                                          "budget_tokens": budget_tokens,
                                          "train_tokens": counts})}
+
+
+def _check_settings(seeds: Sequence[int], **counts: int | None) -> None:
+  """The pipeline's own numbers, named as the user wrote them (``pipeline.reference_steps``,
+  not the ``TRAIN_STEPS`` a stage would complain about), before anything is written."""
+  optional = ("reference_batch_size", "proxy_batch_size", "eval_every")
+  for name, value in counts.items():
+    if value is None and name in optional:
+      continue
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise errors.DoremiError(f"pipeline.{name} must be a positive integer, got {value!r}")
+  if (isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__")
+      or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    raise errors.DoremiError(f"pipeline.seeds must be a list of integers >= 0, got {seeds!r}")
 
 
 @gin.configurable(denylist=["stages"])
@@ -94,6 +104,9 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   (e.g. junk) are left out of the "learnable" average.
   """
   experiment_dir = os.path.abspath(experiment_dir)
+  _check_settings(reference_steps=reference_steps, proxy_steps=proxy_steps,
+                  main_steps=main_steps, rounds=rounds, reference_batch_size=reference_batch_size,
+                  proxy_batch_size=proxy_batch_size, eval_every=eval_every, seeds=seeds)
   if len(steps.DoremiConfig().settings()) > 1 and rounds > 1:
     raise errors.DoremiError("a DoReMi sweep (several step sizes/estimators/smoothings) runs "
                              "one round; set pipeline.rounds = 1 or give one setting")

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from doremi_jax import mixture_files, mixtures
+from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.core import steps
 from doremi_jax.core import train_state as ts
 from doremi_jax.run import checkpoints, heldout, paths
@@ -29,13 +29,38 @@ _PER_PROXY_WEIGHT_KEYS = ("domain_weights", "average_domain_weights", "domain_ex
 _DIAGNOSTICS = ("weight_entropy", "min_weight", "l1_from_uniform")
 
 
+def check_reference_run(reference_model_dir: str, domains: Sequence[str],
+                        allow_unfinished: bool = False) -> None:
+  """A proxy's reference must be a finished plain run over the same domains (a proxy run,
+  or one stopped part way, would give other weights, silently)."""
+  step = checkpoints.require_checkpoint(reference_model_dir)
+  summary_path = os.path.join(reference_model_dir, paths.TRAIN_SUMMARY_FILE)
+  if not os.path.exists(summary_path):
+    if allow_unfinished:
+      return
+    raise errors.DoremiError(
+        f"REFERENCE_MODEL_DIR {reference_model_dir!r} has not finished training (latest "
+        f"checkpoint: step {step}, no {paths.TRAIN_SUMMARY_FILE}); resume it with RESUME=True, "
+        "or consent with --gin.train.allow_unfinished_reference=True")
+  summary = paths.read_json(summary_path)
+  if summary.get("kind") != "plain":
+    raise errors.DoremiError(
+        f"REFERENCE_MODEL_DIR {reference_model_dir!r} is a {summary.get('kind')} run; give "
+        "the reference run (trained with runs/reference.gin)")
+  theirs = summary.get("domains")
+  if theirs is not None and sorted(theirs) != sorted(domains):
+    raise errors.DoremiError(
+        f"REFERENCE_MODEL_DIR {reference_model_dir!r} was trained on domains {sorted(theirs)}, "
+        f"this proxy has {sorted(domains)}; train the reference on this experiment's domains")
+
+
 class ProxyExtras:
   """The proxy's additions to a Trainer; set up once, before any output is written."""
 
   def __init__(self, model_dir: str, reference_model_dir: str, provider,
                domains: Sequence[str], export_name: str | None, batch_size: int,
-               doremi_config: steps.DoremiConfig):
-    checkpoints.require_checkpoint(reference_model_dir)
+               doremi_config: steps.DoremiConfig, allow_unfinished_reference: bool = False):
+    check_reference_run(reference_model_dir, domains, allow_unfinished_reference)
     warn_if_few_sequences(mixtures.mixture_rates(provider), batch_size)
     self.model_dir, self.reference_model_dir = model_dir, os.path.abspath(reference_model_dir)
     self.provider, self.domains = provider, list(domains)

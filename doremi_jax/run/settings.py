@@ -40,6 +40,9 @@ class RunSettings:
   seed: int = 0
   resume: bool = False
   reference_model_dir: str | None = None
+  # A proxy may use a reference run that has not finished (no train_summary.json) only
+  # with this consent: its weights would come from a partly trained reference.
+  allow_unfinished_reference: bool = False
   checkpoint_every: int = 100
   log_every: int = 10
   progress: bool = True

@@ -77,7 +77,7 @@ def load_arms(extra_arms: Mapping[str, str], domains: Sequence[str]
                                  f"not the experiment's {sorted(domains)}")
       out[arm] = (spec, None, {})
       continue
-    weights, metadata = mixture_files.load_weights(spec)
+    weights, metadata = mixture_files.load_weights(spec, domains)
     mixtures.check_weights(weights, what=f"arm {arm!r}: {spec}", domains=domains)
     out[arm] = (os.path.abspath(spec), weights, metadata)
   return out

@@ -10,6 +10,7 @@ step (``run/preemption.py``), from which ``RESUME = True`` continues exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any
@@ -64,7 +65,8 @@ class Trainer:
     seqio_input.check_vocabulary(self.provider, model_config.vocab_size)
     self.domains = mixtures.domain_names(self.provider)
     self.proxy = (ProxyExtras(run.model_dir, run.reference_model_dir, self.provider,
-                              self.domains, run.export_name, run.batch_size, doremi_config)
+                              self.domains, run.export_name, run.batch_size, doremi_config,
+                              run.allow_unfinished_reference)
                   if run.kind == "proxy" else None)
     self.built = step_builder.build(run, len(self.domains), model_config, doremi_config)
     built, self.mesh = self.built, self.built.mesh
@@ -75,14 +77,17 @@ class Trainer:
     self.step_fn = built.step
     self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)
     latest = self.checkpointer.latest_step() if run.resume else None
-    self.start = latest or 0
     # The last log before the checkpoint: a run resumed at its last step still reports it.
     self.last: dict[str, Any] | None = None
     if latest is not None:
-      self.state = self.checkpointer.restore(built.state, latest)
+      if self.is_writer:
+        self.checkpointer.check_writable()
+      self.state, latest = self.checkpointer.restore_latest_intact(built.state,
+                                                                   move_aside=self.is_writer)
       self.last = self.checkpointer.metadata(latest).get("last_log")
     else:
       self.state = built.init_model_state(run.seed)
+    self.start = latest or 0
     if self.proxy:
       self.state = self.proxy.start(self.state, built.state_shardings, built.model_state,
                                     self.start, write=self.is_writer)
@@ -208,20 +213,35 @@ def train(run: RunSettings) -> dict[str, Any]:
     raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
   model_config = model_lib.TransformerConfig()
   doremi_config = steps.DoremiConfig() if run.kind == "proxy" else None
-  with lock.RunLock(run.model_dir, "MODEL_DIR", enabled=jax.process_index() == 0):
-    finished = check_model_dir(run.model_dir, run.resume)
-    fp = fingerprint.of_run(dataclasses.asdict(run), mixtures.provider(run.mixture_or_task_name),
-                            model_config, doremi_config)
-    changed = fingerprint.check(run.model_dir, fp, list(run.ignore_changes))
-    if changed:
-      print(f"warning: {run.model_dir}: resuming with changed {', '.join(changed)} "
-            "(RESUME_IGNORE_CHANGES)", flush=True)
-    if finished is not None and finished.get("steps") == run.train_steps and not changed:
-      return finished
-    trainer = Trainer(run, model_config, doremi_config)
-    if jax.process_index() == 0:
-      fingerprint.record(run.model_dir, fp)
-    return trainer.run()
+  existed = os.path.isdir(run.model_dir)
+  fresh = not (existed and lock.holds_outputs(run.model_dir))
+  writer, set_up = jax.process_index() == 0, False
+  try:
+    with lock.RunLock(run.model_dir, "MODEL_DIR", enabled=writer):
+      finished = check_model_dir(run.model_dir, run.resume)
+      fp = fingerprint.of_run(dataclasses.asdict(run),
+                              mixtures.provider(run.mixture_or_task_name), model_config,
+                              doremi_config)
+      changed = fingerprint.check(run.model_dir, fp, list(run.ignore_changes))
+      if changed:
+        print(f"warning: {run.model_dir}: resuming with changed {', '.join(changed)} "
+              "(RESUME_IGNORE_CHANGES)", flush=True)
+      if finished is not None and finished.get("steps") == run.train_steps and not changed:
+        return finished
+      try:
+        trainer = Trainer(run, model_config, doremi_config)
+        if writer:
+          fingerprint.record(run.model_dir, fp)
+      except BaseException:  # a failed set-up of a new run leaves no half-started dir
+        if fresh and writer:
+          lock.clear_outputs(run.model_dir)
+        raise
+      set_up = True
+      return trainer.run()
+  finally:
+    if not set_up and fresh and writer and not existed:
+      with contextlib.suppress(OSError):  # only if empty: the lock went with the release
+        os.rmdir(run.model_dir)
 
 
 def train_from_gin() -> dict[str, Any]:
