@@ -60,3 +60,16 @@ def pytest_collection_modifyitems(items):
   xdist's own order puts files of one test last), so the longest start first and both
   workers end together. A stable sort: each file keeps its own order."""
   items.sort(key=lambda item: 0 if item.get_closest_marker("heavy") else 1)
+
+
+@pytest.fixture(scope="module")
+def synthetic_prepared(tmp_path_factory):
+  """The generated text domains (scale 0.05) prepared with byte ids, 32-token sequences:
+  the grain input tests' corpus (a PreparedCorpus)."""
+  from doremi_jax.corpora import prepare, synthetic_text  # pylint: disable=g-import-not-at-top
+  from doremi_jax.data import prepared_corpus  # pylint: disable=g-import-not-at-top
+  src = tmp_path_factory.mktemp("synthetic")
+  synthetic_text.write_corpus(str(src), scale=0.05)
+  out = tmp_path_factory.mktemp("prepared")
+  prepare.prepare(f"dir:{src}", str(out), model="bytes", sequence_length=32)
+  return prepared_corpus.load(str(out))

@@ -7,19 +7,14 @@ import numpy as np
 import pytest
 
 from doremi_jax import errors
-from doremi_jax.corpora import prepare, synthetic_text
 from doremi_jax.data import grain_input, prepared_corpus
 
 LEN = 32
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> prepared_corpus.PreparedCorpus:
-  src = tmp_path_factory.mktemp("synthetic")
-  synthetic_text.write_corpus(str(src), scale=0.05)
-  out = tmp_path_factory.mktemp("prepared")
-  prepare.prepare(f"dir:{src}", str(out), model="bytes", sequence_length=LEN)
-  return prepared_corpus.load(str(out))
+def corpus(synthetic_prepared) -> prepared_corpus.PreparedCorpus:
+  return synthetic_prepared
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -64,7 +64,8 @@ def _unimax_arm(uniform_mixture: str, domains: Sequence[str], budget_tokens: int
 def _check_settings(seeds: Sequence[int], **counts: int | None) -> None:
   """The pipeline's own numbers, named as the user wrote them (``pipeline.reference_steps``,
   not the ``TRAIN_STEPS`` a stage would complain about), before anything is written."""
-  optional = ("reference_batch_size", "proxy_batch_size", "eval_every")
+  optional = ("reference_batch_size", "proxy_batch_size", "eval_every",
+              "doremi_schedule_segments")
   for name, value in counts.items():
     if value is None and name in optional:
       continue
@@ -87,7 +88,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
              reference_batch_size: int | None = None, proxy_batch_size: int | None = None,
              main_models: Mapping[str, str | None] | None = None,
              eval_every: int | None = None, unimax_epochs: float | None = None,
-             control_domains: Sequence[str] = ()) -> dict[str, Any]:
+             control_domains: Sequence[str] = (),
+             doremi_schedule_segments: int | None = None) -> dict[str, Any]:
   """Runs all stages; returns (and writes) ``summary.json``.
 
   Main runs: arms ``natural`` (token counts), ``uniform``, ``unimax`` (with
@@ -106,7 +108,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   experiment_dir = os.path.abspath(experiment_dir)
   _check_settings(reference_steps=reference_steps, proxy_steps=proxy_steps,
                   main_steps=main_steps, rounds=rounds, reference_batch_size=reference_batch_size,
-                  proxy_batch_size=proxy_batch_size, eval_every=eval_every, seeds=seeds)
+                  proxy_batch_size=proxy_batch_size, eval_every=eval_every, seeds=seeds,
+                  doremi_schedule_segments=doremi_schedule_segments)
   if len(steps.DoremiConfig().settings()) > 1 and rounds > 1:
     raise errors.DoremiError("a DoReMi sweep (several step sizes/estimators/smoothings) runs "
                              "one round; set pipeline.rounds = 1 or give one setting")
@@ -148,6 +151,10 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
     if run_main:
       arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []), **extra,
               **{a: (v.mixture, [v.export["json"]]) for a, v in doremi_arms.items()}}
+      if doremi_schedule_segments:
+        arms["doremi_schedule"] = rounds_lib.schedule_arm(
+            experiment_dir, rounds_out[-1], selected, doremi_arms[selected],
+            doremi_schedule_segments)
       splits = list(dict.fromkeys([selection_split, report_split]))
       cost = {"seconds": sum(r.reference_seconds + r.proxy_seconds for r in rounds_out),
               "flops": sum(r.flops for r in rounds_out)}

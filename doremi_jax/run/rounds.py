@@ -7,10 +7,12 @@ the entries it has always held."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Mapping, Sequence
 
 from doremi_jax import mixture_files, mixtures
+from doremi_jax.data import scheduled_input
 from doremi_jax.run import paths
 from doremi_jax.run.stages import Stages
 
@@ -132,3 +134,23 @@ def export_doremi_arms(experiment_dir: str, last_round: RoundResult, export_pref
                                         overwrite=True)
     arms[arm] = DoremiArm(name, proxy.weights, files, proxy.setting)
   return arms
+
+
+def schedule_arm(experiment_dir: str, last_round: RoundResult, arm: str,
+                 doremi_arm: DoremiArm, segments: int) -> tuple[str, list[str], list[str]]:
+  """Arm ``doremi_schedule``: ``arm``'s proxy weights at each of ``segments`` fractions of
+  its run (the mean inside each, ``scheduled_input.schedule_from_trajectory``), followed by
+  the main run at the same fractions of its own steps, instead of their average."""
+  single = len(last_round.proxies) == 1
+  proxy = next(p for p in last_round.proxies
+               if ("doremi" if single else f"doremi_{p.tag}") == arm)
+  trajectory = paths.trajectory_file(os.path.join(os.path.dirname(last_round.reference_dir),
+                                                  "proxy"))
+  with open(trajectory, encoding="utf-8") as f:
+    rows = [r for r in map(json.loads, f) if r.get("setting") == proxy.tag]
+  path = os.path.join(experiment_dir, "arms", "doremi_schedule.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  scheduled_input.write_schedule(path, scheduled_input.schedule_from_trajectory(rows, segments),
+                                 {"proxy_arm": arm, "trajectory": trajectory,
+                                  "segments": segments})
+  return doremi_arm.mixture, [doremi_arm.export["json"]], [f"train.domain_schedule = {path!r}"]

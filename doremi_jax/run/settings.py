@@ -43,6 +43,9 @@ class RunSettings:
   # A proxy may use a reference run that has not finished (no train_summary.json) only
   # with this consent: its weights would come from a partly trained reference.
   allow_unfinished_reference: bool = False
+  # A schedule JSON (data/scheduled_input.py): the domain weights change over the run
+  # (prepared data only); MIXTURE_OR_TASK_NAME still names the domains and evaluation.
+  domain_schedule: str | None = None
   checkpoint_every: int = 100
   log_every: int = 10
   progress: bool = True

@@ -119,12 +119,14 @@ def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[i
                  [], [], {})
   curve = ([f"train.eval_every = {int(eval_every)}", f"train.curve_splits = {[curve_split]!r}"]
            if eval_every else [])
-  for arm, (mixture, modules) in arms.items():
+  for arm, entry in arms.items():
+    mixture, modules = entry[0], entry[1]
+    bindings = list(entry[2]) if len(entry) > 2 else []  # e.g. a domain schedule
     for seed in seeds:
       main_dir = paths.main_run_dir(experiment_dir, arm, seed, size)
       summary = stages.train("runs/main.gin", main_dir, main_steps,
                              [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}",
-                              *curve], modules, main_files)
+                              *curve, *bindings], modules, main_files)
       out.seconds.append(summary["wall_seconds"])
       out.flops.append(summary.get("estimated_flops") or 0.0)
       out.model = summary["model"]

@@ -72,7 +72,8 @@ class Trainer:
     built, self.mesh = self.built, self.built.mesh
     self.seq_len = run.sequence_length
     self.prepared_input = training_input.mixture_input(  # None: not prepared data
-        self.provider, self.domains, self.seq_len, run.batch_size, run.seed)
+        self.provider, self.domains, self.seq_len, run.batch_size, run.seed,
+        run.domain_schedule, run.train_steps)
     os.makedirs(run.model_dir, exist_ok=True)
     self.step_fn = built.step
     self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)

@@ -14,7 +14,7 @@ import jax
 import seqio
 
 from doremi_jax import errors, mixtures
-from doremi_jax.data import grain_input, seqio_input
+from doremi_jax.data import grain_input, scheduled_input, seqio_input
 from doremi_jax.data.prepared_source import PreparedDataSource
 
 
@@ -29,14 +29,23 @@ def prepared_sources(provider: seqio.Task | seqio.Mixture) -> dict[str, Prepared
 
 
 def mixture_input(provider: seqio.Task | seqio.Mixture, domains: Sequence[str],
-                  sequence_length: int, batch_size: int, seed: int
+                  sequence_length: int, batch_size: int, seed: int,
+                  schedule: str | None = None, train_steps: int | None = None
                   ) -> grain_input.MixtureInput | None:
-  """The grain input of a prepared provider (None for any other provider)."""
+  """The grain input of a prepared provider (None for any other provider); with a
+  ``schedule`` (a JSON path), its weights follow it over ``train_steps``."""
   sources = prepared_sources(provider)
   if sources is None:
+    if schedule:
+      raise errors.DoremiError(
+          f"train.domain_schedule needs prepared data; {provider.name!r} is streamed "
+          "(prepare the corpus with doremi-corpus prepare)")
     return None
   rates = mixtures.mixture_rates(provider)
   if set(rates) != set(sources):  # a mixture of mixtures: SeqIO resolves its rates
+    if schedule:
+      raise errors.DoremiError(f"train.domain_schedule needs a mixture of prepared domain "
+                               f"Tasks; {provider.name!r} is a mixture of mixtures")
     return None
   corpus = next(iter(sources.values())).corpus
   if corpus.sequence_length != sequence_length:
@@ -44,10 +53,20 @@ def mixture_input(provider: seqio.Task | seqio.Mixture, domains: Sequence[str],
         f"TASK_FEATURE_LENGTHS targets={sequence_length} but {corpus.root} was prepared with "
         f"sequence_length={corpus.sequence_length}; set TASK_FEATURE_LENGTHS to "
         f"{{'targets': {corpus.sequence_length}}} or prepare again")
+  hosts = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+  by_domain = [sources[t].domain for t in domains]
+  if schedule:
+    segments = scheduled_input.read_schedule(schedule, int(train_steps))
+    unknown = sorted({t for _, w in segments for t in w} - set(sources))
+    if unknown:
+      raise errors.DoremiError(f"domain schedule {schedule!r} names {unknown}, not domains of "
+                               f"{provider.name!r}")
+    return scheduled_input.ScheduledMixtureInput(
+        corpus, [(s, {sources[t].domain: w for t, w in ws.items()}) for s, ws in segments],
+        batch_size, seed=seed, domains=by_domain, **hosts)
   return grain_input.MixtureInput(
       corpus, {sources[t].domain: rate for t, rate in rates.items()}, batch_size, seed=seed,
-      domains=[sources[t].domain for t in domains], process_index=jax.process_index(),
-      process_count=jax.process_count())
+      domains=by_domain, **hosts)
 
 
 def training_batches(prepared: grain_input.MixtureInput | None,
