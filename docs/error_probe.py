@@ -4,6 +4,7 @@ stderr lines, whether a traceback was printed, what was left behind, and the fir
 
     python docs/error_probe.py [--work DIR] [--only CASE ...] > probe.md
     # another checkout: PYTHONPATH=/path/to/checkout python docs/error_probe.py
+    # (each command runs in the work dir, so PYTHONPATH, not the working dir, picks the code)
 
 Only the command lines are used (``python -m doremi_jax.<cli>``), so the same probe runs on
 code from before and after a change. Each case is ~5-10 s (a fresh process each).
@@ -20,6 +21,7 @@ import tempfile
 
 PY = sys.executable
 LEN = 32
+WORK_DIR = [tempfile.gettempdir()]  # where commands run: ``python -m`` puts it on sys.path
 
 
 def cli(module: str, *args: str, env=None, limit_fsize: int | None = None, cwd=None):
@@ -29,8 +31,8 @@ def cli(module: str, *args: str, env=None, limit_fsize: int | None = None, cwd=N
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, resource.RLIM_INFINITY))
   return subprocess.run([PY, "-m", f"doremi_jax.{module}", *args], capture_output=True,
-                        text=True, timeout=900, env={**os.environ, **(env or {})}, cwd=cwd,
-                        preexec_fn=limit if limit_fsize else None)
+                        text=True, timeout=900, env={**os.environ, **(env or {})},
+                        cwd=cwd or WORK_DIR[0], preexec_fn=limit if limit_fsize else None)
 
 
 def write_corpus(path: str, domains: dict[str, list[str]]) -> str:
@@ -95,7 +97,7 @@ def _export_over(w: Work, name: str, text: str) -> tuple[str, str]:
           f"prepared; prepared.register_prepared({out!r}, prefix={name!r}); "
           f"mixture_files.write_exports({w.root + '/exports'!r}, {name + '_mix'!r}, "
           f"{weights!r}, {{}}, overwrite=True)")
-  subprocess.run([PY, "-c", code], check=True, capture_output=True)
+  subprocess.run([PY, "-c", code], check=True, capture_output=True, cwd=WORK_DIR[0])
   return out, f"{w.root}/exports/{name}_mix.py"
 
 
@@ -260,7 +262,10 @@ def main() -> None:
   ap.add_argument("--work", default=None, help="fixtures dir (default: a new temp dir)")
   ap.add_argument("--only", nargs="*", default=None)
   args = ap.parse_args()
-  work = Work(args.work or tempfile.mkdtemp(prefix="error_probe_"))
+  root = os.path.abspath(args.work or tempfile.mkdtemp(prefix="error_probe_"))
+  os.makedirs(root, exist_ok=True)
+  WORK_DIR[0] = root
+  work = Work(root)
   print("| case | exit | stderr lines | traceback | left behind | first error/warning line |")
   print("|---|---|---|---|---|---|")
   for name, run in _cases(work).items():

@@ -93,6 +93,12 @@ def train_sentencepiece(path: Path, vocab_size: int, sentences: Sequence[str],
       raise errors.DoremiError(
           f"a {vocab_size}-token SentencePiece model cannot hold this corpus's characters; "
           f"choose a vocab size >= {least.group(1)}") from None
+    elif "vocab_size()) == (model_proto->pieces_size())" in msg:  # fewer pieces than asked
+      buf = io.BytesIO()
+      _train(spm, buf, vocab_size, sentences, model_type, seed, hard_limit=False)
+      lowered = spm.SentencePieceProcessor(model_proto=buf.getvalue()).get_piece_size()
+      print(f"warning: this corpus supports at most {lowered} SentencePiece tokens; trained "
+            f"{lowered} instead of {vocab_size}", file=sys.stderr, flush=True)
     else:
       raise errors.DoremiError(f"cannot train a {vocab_size}-token SentencePiece model on "
                                f"this corpus ({msg})") from None
@@ -100,9 +106,10 @@ def train_sentencepiece(path: Path, vocab_size: int, sentences: Sequence[str],
 
 
 def _train(spm, buf, vocab_size: int, sentences: Sequence[str], model_type: str,
-           seed: int) -> None:
+           seed: int, hard_limit: bool = True) -> None:
   spm.set_random_generator_seed(seed)
   spm.SentencePieceTrainer.train(
+      hard_vocab_limit=hard_limit,
       sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
       model_type=model_type, byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
       num_threads=2, input_sentence_size=4_000_000, shuffle_input_sentence=True,
