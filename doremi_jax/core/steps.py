@@ -130,7 +130,8 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def _plain_step(model, optimizer, num_domains: int, m: int):
+def plain_step(model, optimizer, num_domains: int, m: int):
+  """The unjitted plain step (a swarm vmaps it over models and their own batches)."""
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     micro = accumulate.split(batch, m, BATCH_LOGICAL_AXES)
     mask = micro["loss_mask"]
@@ -284,7 +285,7 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
   batch_sh = batch_shardings(mesh, rules)
   replicated = partitioning.replicated(mesh)
   if kind == "plain":
-    fn = _plain_step(model, optimizer, num_domains, microbatches)
+    fn = plain_step(model, optimizer, num_domains, microbatches)
     in_shardings = (state_shardings, batch_sh)
   elif kind == "proxy":
     if doremi_config is None:
@@ -311,6 +312,17 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
   return run
 
 
+def eval_sums(model: nn.Module, params: Any, batch: Batch, token_bytes: jax.Array,
+              num_domains: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-domain summed token loss, token counts and UTF-8 bytes of one held-out batch."""
+  tl = token_losses(model, params, batch, chunked=True)
+  mask, ids = batch["loss_mask"], batch["domain_ids"]
+  mean, counts = doremi.per_domain_mean_loss(tl, ids, mask, num_domains)
+  target_bytes = token_bytes[batch["targets"]].astype(jnp.float32)
+  mean_bytes, _ = doremi.per_domain_mean_loss(target_bytes, ids, mask, num_domains)
+  return mean * counts, counts, mean_bytes * counts
+
+
 def make_eval_step(model: nn.Module, mesh: Mesh, params_shardings: Any, num_domains: int,
                    rules=None) -> Callable:
   """Per-domain sums of token loss, token counts and UTF-8 bytes for held-out evaluation.
@@ -322,12 +334,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh, params_shardings: Any, num_doma
 
   def fn(params, batch, token_bytes):
     with nn.logical_axis_rules(rules):
-      tl = token_losses(model, params, batch, chunked=True)
-    mask, ids = batch["loss_mask"], batch["domain_ids"]
-    mean, counts = doremi.per_domain_mean_loss(tl, ids, mask, num_domains)
-    target_bytes = token_bytes[batch["targets"]].astype(jnp.float32)
-    mean_bytes, _ = doremi.per_domain_mean_loss(target_bytes, ids, mask, num_domains)
-    return mean * counts, counts, mean_bytes * counts
+      return eval_sums(model, params, batch, token_bytes, num_domains)
 
   replicated = partitioning.replicated(mesh)
   jitted = jax.jit(fn, in_shardings=(params_shardings, batch_shardings(mesh, rules), replicated),
