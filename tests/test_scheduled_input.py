@@ -81,10 +81,11 @@ def test_schedule_from_a_trajectory_and_its_file(tmp_path):
     scheduled_input.read_schedule(str(tmp_path / "bad.json"), 10)
 
 
-def test_the_pipelines_doremi_schedule_arm(tmp_path):
+def test_the_pipelines_doremi_schedule_and_regmix_arms(tmp_path):
   """pipeline.doremi_schedule_segments adds arm doremi_schedule: main runs whose input
-  follows the proxy's weights over the run (arms/doremi_schedule.json), compared with the
-  others on the same held-out sets."""
+  follows the proxy's weights over the run (arms/doremi_schedule.json); pipeline.regmix_swarm
+  adds arm regmix (a swarm in one compiled step, its fit's best mixture); both compared
+  with the others on the same held-out sets."""
   import json  # pylint: disable=g-import-not-at-top
 
   from doremi_jax import pipeline as pipeline_cli  # pylint: disable=g-import-not-at-top
@@ -98,10 +99,16 @@ def test_the_pipelines_doremi_schedule_arm(tmp_path):
       "--gin.VOCAB_SIZE=259", f"--gin.pipeline.experiment_dir='{out}'",
       "--gin.pipeline.reference_steps=8", "--gin.pipeline.proxy_steps=8",
       "--gin.pipeline.main_steps=6", "--gin.pipeline.seeds=[0]", "--gin.BATCH_SIZE=8",
-      "--gin.pipeline.doremi_schedule_segments=2", "--gin.train.log_every=2",
+      "--gin.pipeline.doremi_schedule_segments=2", "--gin.pipeline.regmix_swarm=4",
+      "--gin.pipeline.regmix_steps=6", "--gin.train.log_every=2",
       "--gin.train.progress=False", "--gin.evaluate.max_batches_per_domain=1"])
   summary = json.loads((out / "summary.json").read_text())
-  assert sorted(summary["main"]["test"]) == ["doremi", "doremi_schedule", "natural", "uniform"]
+  assert sorted(summary["main"]["test"]) == ["doremi", "doremi_schedule", "natural", "regmix",
+                                             "uniform"]
+  found = json.loads((out / "regmix" / "result.json").read_text())
+  assert len(found["mixtures"]) == len(found["validation_loss"]) == 4
+  assert summary["regmix"]["weights"] == pytest.approx(found["weights"])
+  assert sum(found["weights"].values()) == pytest.approx(1.0) and found["cost"]["flops"] > 0
   schedule = json.loads((out / "arms" / "doremi_schedule.json").read_text())
   assert [s["start_fraction"] for s in schedule["segments"]] == [0.0, 0.5]
   run = next((out / "main").rglob("doremi_schedule/seed_0"))

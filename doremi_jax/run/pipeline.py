@@ -17,7 +17,7 @@ import seqio
 from doremi_jax import errors, mixture_files, mixtures, unimax
 from doremi_jax.core import steps
 from doremi_jax.data.prepared_source import PreparedDataSource
-from doremi_jax.run import comparison, ladder, lock, paths, report
+from doremi_jax.run import comparison, ladder, lock, paths, regmix_arm, report
 from doremi_jax.run import rounds as rounds_lib
 from doremi_jax.run import settings as settings_lib
 from doremi_jax.run import stages as stages_lib
@@ -65,7 +65,7 @@ def _check_settings(seeds: Sequence[int], **counts: int | None) -> None:
   """The pipeline's own numbers, named as the user wrote them (``pipeline.reference_steps``,
   not the ``TRAIN_STEPS`` a stage would complain about), before anything is written."""
   optional = ("reference_batch_size", "proxy_batch_size", "eval_every",
-              "doremi_schedule_segments")
+              "doremi_schedule_segments", "regmix_swarm", "regmix_steps")
   for name, value in counts.items():
     if value is None and name in optional:
       continue
@@ -89,7 +89,9 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
              main_models: Mapping[str, str | None] | None = None,
              eval_every: int | None = None, unimax_epochs: float | None = None,
              control_domains: Sequence[str] = (),
-             doremi_schedule_segments: int | None = None) -> dict[str, Any]:
+             doremi_schedule_segments: int | None = None, regmix_swarm: int | None = None,
+             regmix_steps: int | None = None,
+             regmix_concentration: float = 1.0) -> dict[str, Any]:
   """Runs all stages; returns (and writes) ``summary.json``.
 
   Main runs: arms ``natural`` (token counts), ``uniform``, ``unimax`` (with
@@ -109,7 +111,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   _check_settings(reference_steps=reference_steps, proxy_steps=proxy_steps,
                   main_steps=main_steps, rounds=rounds, reference_batch_size=reference_batch_size,
                   proxy_batch_size=proxy_batch_size, eval_every=eval_every, seeds=seeds,
-                  doremi_schedule_segments=doremi_schedule_segments)
+                  doremi_schedule_segments=doremi_schedule_segments, regmix_swarm=regmix_swarm,
+                  regmix_steps=regmix_steps)
   if len(steps.DoremiConfig().settings()) > 1 and rounds > 1:
     raise errors.DoremiError("a DoReMi sweep (several step sizes/estimators/smoothings) runs "
                              "one round; set pipeline.rounds = 1 or give one setting")
@@ -151,6 +154,13 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
     if run_main:
       arms = {"natural": (baseline_mixture, []), "uniform": (uniform_mixture, []), **extra,
               **{a: (v.mixture, [v.export["json"]]) for a, v in doremi_arms.items()}}
+      if regmix_swarm:
+        plan_ = regmix_arm.SwarmPlan(regmix_swarm, regmix_steps or proxy_steps,
+                                     proxy_batch_size or settings_lib.bound_setting("batch_size"),
+                                     float(regmix_concentration))
+        found = regmix_arm.run_swarm(experiment_dir, uniform_mixture, baseline_rates, plan_)
+        arms["regmix"] = ("regmix_weights", [found["weights_json"]])
+        result["regmix"] = {k: found[k] for k in ("weights", "fit", "cost", "plan")}
       if doremi_schedule_segments:
         arms["doremi_schedule"] = rounds_lib.schedule_arm(
             experiment_dir, rounds_out[-1], selected, doremi_arms[selected],

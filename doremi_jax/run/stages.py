@@ -68,7 +68,7 @@ def load_arms(extra_arms: Mapping[str, str], domains: Sequence[str]
   domains. Returns {arm: (mixture name or JSON path, weights or None, metadata)}."""
   out = {}
   for arm, spec in extra_arms.items():
-    if arm in ("natural", "uniform", "unimax") or arm.startswith("doremi"):
+    if arm in ("natural", "uniform", "unimax", "regmix") or arm.startswith("doremi"):
       raise errors.DoremiError(f"arm name {arm!r} is taken by a built-in arm; rename it")
     if not str(spec).endswith(".json"):
       rates = mixtures.mixture_rates(spec)
