@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo study test test-clients test-all lint bench bench-peers bench-gpu gpu-wheels clean-venv
+.PHONY: demo study study-methods test test-clients test-all lint bench bench-peers bench-gpu gpu-wheels clean-venv
 
 $(STAMP): requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 study: $(STAMP)
 	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study.gin
 	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study_controls.gin
+
+# The methods side by side on the embedded corpus (natural, uniform, UniMax, DoReMi,
+# doremi_schedule, regmix; docs/study.md), ~20 minutes on a 2-core CPU.
+study-methods: $(STAMP)
+	$(PY) -m doremi_jax.pipeline --gin_file=experiments/methods.gin
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" tests
