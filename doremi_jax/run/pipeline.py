@@ -65,7 +65,7 @@ def _check_settings(seeds: Sequence[int], **counts: int | None) -> None:
   """The pipeline's own numbers, named as the user wrote them (``pipeline.reference_steps``,
   not the ``TRAIN_STEPS`` a stage would complain about), before anything is written."""
   optional = ("reference_batch_size", "proxy_batch_size", "eval_every",
-              "doremi_schedule_segments", "regmix_swarm", "regmix_steps")
+              "doremi_schedule_segments", "regmix_swarm", "regmix_steps", "regmix_batch_size")
   for name, value in counts.items():
     if value is None and name in optional:
       continue
@@ -90,7 +90,7 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
              eval_every: int | None = None, unimax_epochs: float | None = None,
              control_domains: Sequence[str] = (),
              doremi_schedule_segments: int | None = None, regmix_swarm: int | None = None,
-             regmix_steps: int | None = None,
+             regmix_steps: int | None = None, regmix_batch_size: int | None = None,
              regmix_concentration: float = 1.0) -> dict[str, Any]:
   """Runs all stages; returns (and writes) ``summary.json``.
 
@@ -112,7 +112,7 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
                   main_steps=main_steps, rounds=rounds, reference_batch_size=reference_batch_size,
                   proxy_batch_size=proxy_batch_size, eval_every=eval_every, seeds=seeds,
                   doremi_schedule_segments=doremi_schedule_segments, regmix_swarm=regmix_swarm,
-                  regmix_steps=regmix_steps)
+                  regmix_steps=regmix_steps, regmix_batch_size=regmix_batch_size)
   if len(steps.DoremiConfig().settings()) > 1 and rounds > 1:
     raise errors.DoremiError("a DoReMi sweep (several step sizes/estimators/smoothings) runs "
                              "one round; set pipeline.rounds = 1 or give one setting")
@@ -156,7 +156,7 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
               **{a: (v.mixture, [v.export["json"]]) for a, v in doremi_arms.items()}}
       if regmix_swarm:
         plan_ = regmix_arm.SwarmPlan(regmix_swarm, regmix_steps or proxy_steps,
-                                     proxy_batch_size or settings_lib.bound_setting("batch_size"),
+                                     regmix_batch_size or settings_lib.bound_setting("batch_size"),
                                      float(regmix_concentration))
         found = regmix_arm.run_swarm(experiment_dir, uniform_mixture, baseline_rates, plan_)
         arms["regmix"] = ("regmix_weights", [found["weights_json"]])

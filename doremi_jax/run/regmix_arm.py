@@ -93,6 +93,8 @@ def run_swarm(experiment_dir: str, uniform_mixture: str, natural: Mapping[str, f
       seed=plan.seed, domains=[sources[t].domain for t in domains],
       process_index=jax.process_index(), process_count=jax.process_count()) for mix in mixes]
   batch_sh = swarm.batch_shardings(mesh, rules)
+  print(f"[pipeline] {os.path.relpath(out_dir)}: training a swarm of {plan.size} models, "
+        f"{plan.steps} steps of {plan.batch_size} sequences each", flush=True)
   start = time.perf_counter()
   for t in range(plan.steps):
     local = _stack([source.host_batch(t) for source in inputs])
