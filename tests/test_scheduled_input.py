@@ -88,12 +88,14 @@ def test_the_pipelines_doremi_schedule_and_regmix_arms(tmp_path):
   with the others on the same held-out sets."""
   import json  # pylint: disable=g-import-not-at-top
 
+  from in_process import run_main  # pylint: disable=g-import-not-at-top  (clears gin after)
+
   from doremi_jax import pipeline as pipeline_cli  # pylint: disable=g-import-not-at-top
   synthetic_text.write_corpus(str(tmp_path / "src"), scale=0.3)  # test splits of a batch
   prepare.prepare(f"dir:{tmp_path / 'src'}", str(tmp_path / "prepared"), model="bytes",
                   sequence_length=LEN)
   out = tmp_path / "exp"
-  pipeline_cli.main([
+  proc = run_main(pipeline_cli.main, [
       "--gin_file=experiments/prepared.gin", "--gin_file=models/micro.gin",
       f"--gin.PREPARED_DIR='{tmp_path / 'prepared'}'", f"--gin.SEQUENCE_LENGTH={LEN}",
       "--gin.VOCAB_SIZE=259", f"--gin.pipeline.experiment_dir='{out}'",
@@ -102,6 +104,7 @@ def test_the_pipelines_doremi_schedule_and_regmix_arms(tmp_path):
       "--gin.pipeline.doremi_schedule_segments=2", "--gin.pipeline.regmix_swarm=4",
       "--gin.pipeline.regmix_steps=6", "--gin.train.log_every=2",
       "--gin.train.progress=False", "--gin.evaluate.max_batches_per_domain=1"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
   assert sorted(summary["main"]["test"]) == ["doremi", "doremi_schedule", "natural", "regmix",
                                              "uniform"]
