@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -192,10 +191,9 @@ def resolve_tokenizer(plan: prepare_sources.SourcePlan, out_dir: str, model: str
   name = f"{TOKENIZER_DIR}/{os.path.basename(model)}"
   dest = prepare_io.join(out_dir, name)
   if os.path.abspath(os.path.expanduser(model)) != os.path.abspath(dest):
-    fd, tmp = tempfile.mkstemp()
-    with os.fdopen(fd, "wb") as f:
-      f.write(proto)
-    prepare_io.publish(tmp, dest)
+    if not prepare_io.is_remote(dest):
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+    prepare_io.write_bytes(dest, proto)
   return proto, {"type": tokenizer.SENTENCEPIECE, "path": name, "origin": origin,
                  "sha256": hashlib.sha256(proto).hexdigest(), "vocab_size": size}
 

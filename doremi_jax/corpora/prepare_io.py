@@ -37,12 +37,18 @@ def publish(local_path: str, dest: str) -> None:
   os.remove(local_path)
 
 
-def write_text(dest: str, text: str) -> None:
+def write_bytes(dest: str, data: bytes) -> None:
+  """Writes ``data`` to a temporary file next to ``dest`` (the system temp dir for a remote
+  one), then publishes it: ``dest`` is whole or absent."""
   fd, tmp = tempfile.mkstemp(prefix=".prepare-", dir=None if is_remote(dest) else
                              os.path.dirname(dest) or ".")
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
-    f.write(text)
+  with os.fdopen(fd, "wb") as f:
+    f.write(data)
   publish(tmp, dest)
+
+
+def write_text(dest: str, text: str) -> None:
+  write_bytes(dest, text.encode("utf-8"))
 
 
 def read_bytes(path: str) -> bytes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -63,10 +62,10 @@ def tokenizer_entry(tasks: Sequence[str], out_dir: str) -> dict:
                              "corpus; prepare Tasks with a SentencePiece or byte vocabulary")
   proto = prepare_io.read_bytes(path)
   name = f"tokenizer/{os.path.basename(path)}"
-  fd, tmp = tempfile.mkstemp()
-  with os.fdopen(fd, "wb") as f:
-    f.write(proto)
-  prepare_io.publish(tmp, prepare_io.join(out_dir, name))
+  dest = prepare_io.join(out_dir, name)
+  if not prepare_io.is_remote(dest):
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+  prepare_io.write_bytes(dest, proto)
   return {"type": "sentencepiece", "path": name, "origin": f"the Tasks' vocabulary ({path})",
           "sha256": hashlib.sha256(proto).hexdigest(), "vocab_size": int(vocab.vocab_size),
           "extra_ids": int(getattr(vocab, "extra_ids", 0) or 0)}

@@ -61,12 +61,16 @@ def _check_readable(path: Path) -> None:
 
 
 def _doc_files(folder: Path) -> list[Path]:
-  for p in folder.rglob("*"):
-    if p.is_symlink() and not p.name.startswith("."):
+  found = []
+  for p in folder.rglob("*"):  # one walk: links checked, documents kept
+    if p.name.startswith("."):
+      continue
+    if p.is_symlink():
       _check_readable(p)
-  return sorted(p for p in folder.rglob("*")
-                if p.is_file() and not p.name.startswith(".")
-                and (_strip_suffix(p.name, JSONL_SUFFIXES) or _strip_suffix(p.name, TEXT_SUFFIXES)))
+    if p.is_file() and (_strip_suffix(p.name, JSONL_SUFFIXES)
+                        or _strip_suffix(p.name, TEXT_SUFFIXES)):
+      found.append(p)
+  return sorted(found)
 
 
 def discover(corpus_dir: str) -> dict[str, list[Path]]:

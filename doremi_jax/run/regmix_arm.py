@@ -96,9 +96,9 @@ def run_swarm(experiment_dir: str, uniform_mixture: str, natural: Mapping[str, f
   print(f"[pipeline] {os.path.relpath(out_dir)}: training a swarm of {plan.size} models, "
         f"{plan.steps} steps of {plan.batch_size} sequences each", flush=True)
   start = time.perf_counter()
-  for t in range(plan.steps):
-    local = _stack([source.host_batch(t) for source in inputs])
-    (batch,) = seqio_input.global_batches([local], batch_sh)
+  readers = [source.batches_from(0) for source in inputs]  # grain reads ahead of the step
+  stacked = (_stack([next(r) for r in readers]) for _ in range(plan.steps))
+  for batch in seqio_input.global_batches(stacked, batch_sh):
     state, metrics = step(state, batch)
   jax.block_until_ready(metrics["loss"])
   seconds = time.perf_counter() - start
