@@ -24,10 +24,12 @@ study: $(STAMP)
 	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study.gin
 	$(PY) -m doremi_jax.pipeline --gin_file=experiments/study_controls.gin
 
-# The methods side by side on the embedded corpus (natural, uniform, UniMax, DoReMi,
-# doremi_schedule, regmix; docs/study.md), ~20 minutes on a 2-core CPU.
+# The methods side by side (natural, uniform, UniMax, DoReMi, doremi_schedule,
+# doremi_online, regmix; docs/study.md) on the embedded corpus, then on the controls
+# experiment (~1.5 hours together on a 2-core CPU; finished stages are reused).
 study-methods: $(STAMP)
 	$(PY) -m doremi_jax.pipeline --gin_file=experiments/methods.gin
+	$(PY) -m doremi_jax.pipeline --gin_file=experiments/methods_controls.gin
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" tests

@@ -81,11 +81,12 @@ def test_schedule_from_a_trajectory_and_its_file(tmp_path):
     scheduled_input.read_schedule(str(tmp_path / "bad.json"), 10)
 
 
-def test_the_pipelines_doremi_schedule_and_regmix_arms(tmp_path):
+def test_the_pipelines_doremi_schedule_regmix_and_online_arms(tmp_path):
   """pipeline.doremi_schedule_segments adds arm doremi_schedule: main runs whose input
   follows the proxy's weights over the run (arms/doremi_schedule.json); pipeline.regmix_swarm
-  adds arm regmix (a swarm in one compiled step, its fit's best mixture); both compared
-  with the others on the same held-out sets."""
+  adds arm regmix (a swarm in one compiled step, its fit's best mixture);
+  pipeline.doremi_online adds arm doremi_online (online DoReMi main runs); all compared
+  with the others on the same held-out sets, each arm with its cost."""
   import json  # pylint: disable=g-import-not-at-top
 
   from in_process import run_main  # pylint: disable=g-import-not-at-top  (clears gin after)
@@ -102,12 +103,13 @@ def test_the_pipelines_doremi_schedule_and_regmix_arms(tmp_path):
       "--gin.pipeline.reference_steps=8", "--gin.pipeline.proxy_steps=8",
       "--gin.pipeline.main_steps=6", "--gin.pipeline.seeds=[0]", "--gin.BATCH_SIZE=8",
       "--gin.pipeline.doremi_schedule_segments=2", "--gin.pipeline.regmix_swarm=4",
-      "--gin.pipeline.regmix_steps=6", "--gin.train.log_every=2",
+      "--gin.pipeline.regmix_steps=6", "--gin.pipeline.doremi_online=True",
+      "--gin.train.log_every=2",
       "--gin.train.progress=False", "--gin.evaluate.max_batches_per_domain=1"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
-  assert sorted(summary["main"]["test"]) == ["doremi", "doremi_schedule", "natural", "regmix",
-                                             "uniform"]
+  assert sorted(summary["main"]["test"]) == ["doremi", "doremi_online", "doremi_schedule",
+                                             "natural", "regmix", "uniform"]
   found = json.loads((out / "regmix" / "result.json").read_text())
   assert len(found["mixtures"]) == len(found["validation_loss"]) == 4
   assert summary["regmix"]["weights"] == pytest.approx(found["weights"])
@@ -117,3 +119,8 @@ def test_the_pipelines_doremi_schedule_and_regmix_arms(tmp_path):
   run = next((out / "main").rglob("doremi_schedule/seed_0"))
   assert "train.domain_schedule" in (run / "config.gin").read_text()
   assert json.loads((run / "train_summary.json").read_text())["input"] == "grain"
+  online = json.loads(next((out / "main").rglob("doremi_online/seed_0/train_summary.json"))
+                      .read_text())
+  assert online["kind"] == "online" and online["reference_model_dir"].endswith("reference")
+  cost = summary["sizes"]["main"]["arm_cost"]
+  assert cost["doremi_online"]["flops"] > cost["natural"]["flops"] > 0

@@ -61,6 +61,9 @@ def check(topo: topology.Topology, num_domains: int, budget_gib: float | None = 
           ) -> dict[str, Any]:
   """Compiles the configured step for ``topo``; returns every number (JSON-ready)."""
   settings = _settings()
+  if settings.kind == "online":
+    raise errors.DoremiError("the compile check covers plain and proxy steps; compile an "
+                             "online run's two models as a main and a proxy run")
   devices = topology.devices(topo)
   doremi_config = steps.DoremiConfig() if settings.kind == "proxy" else None
   built = step_builder.build(settings, num_domains, model_lib.TransformerConfig(),

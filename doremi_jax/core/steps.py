@@ -230,8 +230,9 @@ def _reference_losses(model, dtype: str | None) -> Callable:
   return losses
 
 
-def _proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
-  """The proxy step; with several settings the state is stacked on a leading axis."""
+def proxy_step(model, optimizer, num_domains: int, cfg: DoremiConfig, m: int):
+  """The unjitted proxy step (online DoReMi runs it beside the main model's); with several
+  settings the state is stacked on a leading axis."""
   settings = cfg.settings()
   reference_losses = _reference_losses(model, cfg.reference_dtype)
   update = _proxy_update(model, optimizer, num_domains, cfg.objective, m, cfg.average_start)
@@ -290,7 +291,7 @@ def make_train_step(kind: str, model: nn.Module, optimizer: optax.GradientTransf
   elif kind == "proxy":
     if doremi_config is None:
       raise ValueError("a proxy step needs its DoremiConfig (built once per run)")
-    fn = _proxy_step(model, optimizer, num_domains, doremi_config, microbatches)
+    fn = proxy_step(model, optimizer, num_domains, doremi_config, microbatches)
     reference_shardings = (state_shardings.params if reference_shardings is None
                            else reference_shardings)
     in_shardings = (state_shardings, reference_shardings, batch_sh)

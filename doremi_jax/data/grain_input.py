@@ -84,6 +84,36 @@ def model_features(targets: np.ndarray, domain_ids: np.ndarray) -> dict[str, np.
           "domain_ids": np.asarray(domain_ids, np.int32)}
 
 
+def domain_sources(corpus: PreparedCorpus, domains: Sequence[str], split: str, seed: int,
+                   used: Sequence[int], why_needed) -> dict:
+  """Domain index -> its sequences as ``grain.MapDataset.source(...).shuffle(seed_d)``
+  (a fresh permutation each epoch, by index) for each index in ``used``; a used domain
+  with no sequence is one line (``why_needed(name)`` says why it is used)."""
+  import grain  # pylint: disable=g-import-not-at-top
+  out = {}
+  for i in used:
+    d = domains[i]
+    seqs = corpus.sequences(d, split)
+    if not len(seqs):
+      raise errors.DoremiError(
+          f"domain {d!r} {why_needed(d)} but no {split} sequences (its text is "
+          f"shorter than one {corpus.sequence_length}-token sequence); give it more text, "
+          "merge it into a related domain, or prepare with a shorter --sequence_length")
+    out[i] = grain.MapDataset.source(seqs).shuffle(seed=domain_seed(seed, d))
+  return out
+
+
+def read_rows(sources: Mapping[int, object], domain: np.ndarray, draw: np.ndarray,
+              sequence_length: int) -> dict[str, np.ndarray]:
+  """The batch of rows (domain index, draw number): each domain's rows in one batched
+  read and decode."""
+  targets = np.zeros((len(domain), sequence_length), np.int32)
+  for d in np.unique(domain):
+    rows = np.flatnonzero(domain == d)
+    targets[rows] = np.stack(sources[int(d)]._getitems(draw[rows].tolist()))  # pylint: disable=protected-access
+  return model_features(targets, domain)
+
+
 class MixtureInput:
   """Global batches of a weighted mixture of a prepared corpus's domains, by step.
 
@@ -95,7 +125,6 @@ class MixtureInput:
                global_batch_size: int, seed: int = 0, domains: Sequence[str] | None = None,
                split: str = "train", process_index: int = 0, process_count: int = 1,
                window_batches: int | None = None, num_threads: int = 1, prefetch: int = 2):
-    import grain  # pylint: disable=g-import-not-at-top
     self.domains = list(domains if domains is not None else sorted(weights))
     unknown = sorted(set(weights) - set(self.domains))
     if unknown:
@@ -114,17 +143,9 @@ class MixtureInput:
     self._pattern_domain, self._pattern_rank = row_pattern(
         tuple(self.weights.tolist()), self.window_batches * self.global_batch_size)
     self.counts = np.bincount(self._pattern_domain, minlength=len(self.domains))
-    self._sources = {}
-    for i, d in enumerate(self.domains):
-      if self.counts[i] == 0:
-        continue
-      seqs = corpus.sequences(d, split)
-      if not len(seqs):
-        raise errors.DoremiError(
-            f"domain {d!r} has weight {weights[d]:.3g} but no {split} sequences (its text is "
-            f"shorter than one {corpus.sequence_length}-token sequence); give it more text, "
-            "merge it into a related domain, or prepare with a shorter --sequence_length")
-      self._sources[i] = grain.MapDataset.source(seqs).shuffle(seed=domain_seed(seed, d))
+    self._sources = domain_sources(corpus, self.domains, split, self.seed,
+                                   [i for i in range(len(self.domains)) if self.counts[i]],
+                                   lambda d: f"has weight {weights[d]:.3g}")
     self._threads, self._prefetch = num_threads, prefetch
     self._sequence_length = corpus.sequence_length
 
@@ -146,11 +167,7 @@ class MixtureInput:
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
     """This host's slice of global batch ``step``."""
     domain, draw = self.host_rows(int(step))
-    targets = np.zeros((len(domain), self._sequence_length), np.int32)
-    for d in np.unique(domain):  # each domain's rows in one batched read and decode
-      rows = np.flatnonzero(domain == d)
-      targets[rows] = np.stack(self._sources[int(d)]._getitems(draw[rows].tolist()))  # pylint: disable=protected-access
-    return model_features(targets, domain)
+    return read_rows(self._sources, domain, draw, self._sequence_length)
 
   def dataset(self):
     """A ``grain.MapDataset`` whose element ``t`` is this host's batch ``t``."""

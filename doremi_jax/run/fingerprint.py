@@ -75,7 +75,7 @@ def of_run(settings: Mapping[str, Any], provider: seqio.Task | seqio.Mixture,
   model = dataclasses.asdict(model_config)
   fp.update({f"TransformerConfig.{k}": _plain(v) for k, v in sorted(model.items())})
   fp.update(_resolved(ts.make_optimizer, "make_optimizer"))
-  if settings.get("kind") == "proxy":
+  if settings.get("kind") in ("proxy", "online"):
     doremi = dataclasses.asdict(doremi_config)
     for key, default in (("use_reference", True), ("average_start", 0)):
       if doremi[key] == default:

@@ -110,6 +110,8 @@ def analyse(runs: MainRuns, splits: Sequence[str], report_split: str,
       "comparison": {s: comparison.compare_arms(runs.evals[s]) for s in splits},
       "main_run_seconds_median": float(np.median(runs.seconds)),
       "main_run_flops": float(np.median(runs.flops)),
+      "arm_cost": {a: {"seconds_median": float(np.median(c["seconds"])),
+                       "flops": float(np.mean(c["flops"]))} for a, c in runs.arm_cost.items()},
   }
   out["doremi_cost_fraction"] = {
       "seconds": doremi_cost["seconds"] / out["main_run_seconds_median"],

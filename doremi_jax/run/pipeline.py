@@ -91,7 +91,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
              control_domains: Sequence[str] = (),
              doremi_schedule_segments: int | None = None, regmix_swarm: int | None = None,
              regmix_steps: int | None = None, regmix_batch_size: int | None = None,
-             regmix_concentration: float = 1.0) -> dict[str, Any]:
+             regmix_concentration: float = 1.0, doremi_online: bool = False
+             ) -> dict[str, Any]:
   """Runs all stages; returns (and writes) ``summary.json``.
 
   Main runs: arms ``natural`` (token counts), ``uniform``, ``unimax`` (with
@@ -105,7 +106,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   and ``proxy_batch_size`` give those stages their own batch (default ``BATCH_SIZE``);
   ``eval_every`` records main runs' learning curves on ``report_split`` (steps-to-target;
   no choice looks at them); ``control_domains``
-  (e.g. junk) are left out of the "learnable" average.
+  (e.g. junk) are left out of the "learnable" average. ``doremi_schedule_segments``,
+  ``regmix_swarm`` and ``doremi_online`` add those arms (``docs/study.md``).
   """
   experiment_dir = os.path.abspath(experiment_dir)
   _check_settings(reference_steps=reference_steps, proxy_steps=proxy_steps,
@@ -113,6 +115,9 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
                   proxy_batch_size=proxy_batch_size, eval_every=eval_every, seeds=seeds,
                   doremi_schedule_segments=doremi_schedule_segments, regmix_swarm=regmix_swarm,
                   regmix_steps=regmix_steps, regmix_batch_size=regmix_batch_size)
+  if not isinstance(doremi_online, bool):
+    raise errors.DoremiError(f"pipeline.doremi_online must be True or False, got "
+                             f"{doremi_online!r}")
   if len(steps.DoremiConfig().settings()) > 1 and rounds > 1:
     raise errors.DoremiError("a DoReMi sweep (several step sizes/estimators/smoothings) runs "
                              "one round; set pipeline.rounds = 1 or give one setting")
@@ -161,6 +166,10 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
         found = regmix_arm.run_swarm(experiment_dir, uniform_mixture, baseline_rates, plan_)
         arms["regmix"] = ("regmix_weights", [found["weights_json"]])
         result["regmix"] = {k: found[k] for k in ("weights", "fit", "cost", "plan")}
+      if doremi_online:
+        arms["doremi_online"] = rounds_lib.online_arm(
+            rounds_out[0].reference_dir, uniform_mixture, baseline_mixture,
+            doremi_arms[selected].setting, proxy_batch_size)
       if doremi_schedule_segments:
         arms["doremi_schedule"] = rounds_lib.schedule_arm(
             experiment_dir, rounds_out[-1], selected, doremi_arms[selected],

@@ -154,3 +154,20 @@ def schedule_arm(experiment_dir: str, last_round: RoundResult, arm: str,
                                  {"proxy_arm": arm, "trajectory": trajectory,
                                   "segments": segments})
   return doremi_arm.mixture, [doremi_arm.export["json"]], [f"train.domain_schedule = {path!r}"]
+
+
+def online_arm(reference_dir: str, uniform_mixture: str, baseline_mixture: str,
+               setting: Mapping[str, Any], proxy_batch_size: int | None
+               ) -> tuple[str, list[str], list[str]]:
+  """Arm ``doremi_online``: each main run is an online DoReMi run (``run/online.py``) whose
+  proxy (the reference's model, on ``uniform_mixture``) updates the mixture every step,
+  with the DoReMi ``setting`` of the arm it stands beside and the natural-mixture
+  reference of round 0 (the online method has no rounds)."""
+  bindings = ['train.kind = "online"', f"train.reference_model_dir = {reference_dir!r}",
+              f"train.online_proxy_mixture = {uniform_mixture!r}",
+              f"train.online_proxy_batch_size = {proxy_batch_size!r}",
+              f"DoremiConfig.step_size = {float(setting['step_size'])!r}",
+              f"DoremiConfig.smoothing = {float(setting['smoothing'])!r}",
+              f"DoremiConfig.estimator = {setting['estimator']!r}",
+              "DoremiConfig.use_reference = True"]
+  return baseline_mixture, [], bindings

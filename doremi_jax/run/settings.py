@@ -13,7 +13,9 @@ import gin
 from doremi_jax import errors
 from doremi_jax.run import config
 
-KINDS = ("plain", "proxy")  # plain: a reference or main run; proxy: DoReMi
+# plain: a reference or main run; proxy: DoReMi; online: a main run whose mixture a proxy
+# updates every step (core/online.py)
+KINDS = ("plain", "proxy", "online")
 
 
 def _positive_int(name: str, value) -> None:
@@ -46,6 +48,10 @@ class RunSettings:
   # A schedule JSON (data/scheduled_input.py): the domain weights change over the run
   # (prepared data only); MIXTURE_OR_TASK_NAME still names the domains and evaluation.
   domain_schedule: str | None = None
+  # Online DoReMi (kind "online"): the proxy's mixture (the uniform one, as a DoReMi
+  # proxy's) and batch size (default batch_size); the proxy's model is the reference run's.
+  online_proxy_mixture: str | None = None
+  online_proxy_batch_size: int | None = None
   checkpoint_every: int = 100
   log_every: int = 10
   progress: bool = True
@@ -63,7 +69,14 @@ class RunSettings:
         raise errors.DoremiError(f"missing required gin value: train.{field.name} "
                                  f"(pass --gin.train.{field.name}=...)")
     if self.kind not in KINDS:
-      raise errors.DoremiError(f"train.kind must be 'plain' or 'proxy', got {self.kind!r}")
+      raise errors.DoremiError(f"train.kind must be one of {KINDS}, got {self.kind!r}")
+    if self.kind == "online":
+      if not self.reference_model_dir or not self.online_proxy_mixture:
+        raise errors.DoremiError("an online run needs train.reference_model_dir (a trained "
+                                 "reference run) and train.online_proxy_mixture (e.g. the "
+                                 "uniform mixture)")
+      if self.online_proxy_batch_size is not None:
+        _positive_int("train.online_proxy_batch_size", self.online_proxy_batch_size)
     _positive_int("TRAIN_STEPS", self.train_steps)
     _positive_int("BATCH_SIZE", self.batch_size)
     _positive_int("train.checkpoint_every", self.checkpoint_every)
@@ -72,8 +85,8 @@ class RunSettings:
     if self.eval_every is not None:
       _positive_int("train.eval_every", self.eval_every)
       _positive_int("train.curve_batches_per_domain", self.curve_batches_per_domain)
-      if self.kind != "plain":
-        raise errors.DoremiError("train.eval_every (learning curves) is for plain runs; "
+      if self.kind == "proxy":
+        raise errors.DoremiError("train.eval_every (learning curves) is for main runs; "
                                  "a proxy run logs its per-domain losses every log_every")
     if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
       raise errors.DoremiError(f"SEED must be an integer >= 0, got {self.seed!r}")

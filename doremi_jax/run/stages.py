@@ -107,6 +107,8 @@ class MainRuns:
   seconds: list[float]
   flops: list[float]
   model: dict[str, Any]  # the main model's config (with num_params) from a run's summary
+  # {arm: {"seconds": [...], "flops": [...]}} over seeds: an online arm's include its proxy
+  arm_cost: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
 
 
 def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[int],
@@ -129,6 +131,9 @@ def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[i
                               *curve, *bindings], modules, main_files)
       out.seconds.append(summary["wall_seconds"])
       out.flops.append(summary.get("estimated_flops") or 0.0)
+      cost = out.arm_cost.setdefault(arm, {"seconds": [], "flops": []})
+      cost["seconds"].append(out.seconds[-1])
+      cost["flops"].append(out.flops[-1])
       out.model = summary["model"]
       for split in eval_splits:
         out.evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(

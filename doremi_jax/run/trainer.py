@@ -29,6 +29,7 @@ from doremi_jax.run import (
   heldout,
   lock,
   metrics,
+  online,
   paths,
   preemption,
   step_builder,
@@ -56,7 +57,8 @@ class Trainer:
   ``run`` loops ``do_step`` and writes the summary."""
 
   def __init__(self, run: RunSettings, model_config: model_lib.TransformerConfig,
-               doremi_config: steps.DoremiConfig | None = None):
+               doremi_config: steps.DoremiConfig | None = None,
+               proxy_config: model_lib.TransformerConfig | None = None):
     self.run_settings = run
     self.is_writer = jax.process_index() == 0
     # Validate everything cheap before writing anything, so a failed start leaves no trace.
@@ -68,12 +70,17 @@ class Trainer:
                               self.domains, run.export_name, run.batch_size, doremi_config,
                               run.allow_unfinished_reference)
                   if run.kind == "proxy" else None)
-    self.built = step_builder.build(run, len(self.domains), model_config, doremi_config)
+    self.online = (online.OnlineRun(run, self.provider, self.domains, doremi_config)
+                   if run.kind == "online" else None)
+    if self.online:
+      self.proxy = self.online.extras  # the trajectory, logs and averaged weights
+    self.built = step_builder.build(run, len(self.domains), model_config, doremi_config,
+                                    proxy_config=proxy_config)
     built, self.mesh = self.built, self.built.mesh
     self.seq_len = run.sequence_length
-    self.prepared_input = training_input.mixture_input(  # None: not prepared data
+    self.prepared_input = None if self.online else training_input.mixture_input(
         self.provider, self.domains, self.seq_len, run.batch_size, run.seed,
-        run.domain_schedule, run.train_steps)
+        run.domain_schedule, run.train_steps)  # None: not prepared data
     os.makedirs(run.model_dir, exist_ok=True)
     self.step_fn = built.step
     self.checkpointer = checkpoints.Checkpointer(run.model_dir, run.checkpoint_every)
@@ -89,14 +96,18 @@ class Trainer:
     else:
       self.state = built.init_model_state(run.seed)
     self.start = latest or 0
-    if self.proxy:
+    if self.online:
+      self.state = self.online.start(self.state, built, self.start, write=self.is_writer)
+      self.batches, self.input_kind = None, "grain online"
+    elif self.proxy:
       self.state = self.proxy.start(self.state, built.state_shardings, built.model_state,
                                     self.start, write=self.is_writer)
     if self.is_writer:
       config.write_operative_config(paths.config_file(run.model_dir, self.start))
-    self.batches, self.input_kind = training_input.training_batches(
-        self.prepared_input, self.provider, self.domains, run.task_feature_lengths,
-        run.batch_size, run.seed, self.start, built.batch_shardings)
+    if not self.online:
+      self.batches, self.input_kind = training_input.training_batches(
+          self.prepared_input, self.provider, self.domains, run.task_feature_lengths,
+          run.batch_size, run.seed, self.start, built.batch_shardings)
     self.writer = metrics.MetricsWriter(run.model_dir, self.domains, enabled=self.is_writer,
                                         resumed_from=self.start if run.resume else None)
     self.curves = None
@@ -109,7 +120,13 @@ class Trainer:
     self.throughput = metrics.Throughput(self.start, run.batch_size * self.seq_len)
 
   def do_step(self, step: int):
-    """One training step (asynchronous: metrics stay on device)."""
+    """One training step (asynchronous: metrics stay on device; an online run waits for
+    the previous step's weights to draw its batch)."""
+    if self.online:
+      main, proxy_batch = self.online.next_batches(self.state)
+      self.state, step_metrics = self.step_fn(self.state, self.proxy.reference_params, main,
+                                              proxy_batch)
+      return step_metrics
     try:
       batch = next(self.batches)
     except StopIteration:
@@ -181,6 +198,9 @@ class Trainer:
     """All steps' estimated FLOPs (``core/flops.py``): a proxy sweep counts every proxy
     and the one shared reference forward."""
     cfg, tokens = self.model_config, self.run_settings.batch_size * self.seq_len
+    if self.online:
+      return self.online.flops(cfg, self.built.online.model_config, self.seq_len,
+                               self.run_settings.batch_size, self.run_settings.train_steps)
     per_token = (flops.proxy_flops_per_token(cfg, self.seq_len, len(self.proxy.settings))
                  if self.proxy else flops.train_flops_per_token(cfg, self.seq_len))
     return float(per_token * tokens * self.run_settings.train_steps)
@@ -200,7 +220,9 @@ class Trainer:
         "tokens_per_second": float(last["tokens_per_second"]) if last else None,
         "wall_seconds": self.throughput.seconds(),
     }
-    if self.proxy:
+    if self.online:
+      out.update(self.online.results(self.state, run.train_steps, write=self.is_writer))
+    elif self.proxy:
       out.update(self.proxy.results(self.state, run.train_steps, write=self.is_writer))
     if self.is_writer:
       paths.write_json(os.path.join(run.model_dir, paths.TRAIN_SUMMARY_FILE), out)
@@ -209,11 +231,14 @@ class Trainer:
 
 def train(run: RunSettings) -> dict[str, Any]:
   """Trains one model (``run.kind``: "plain" for a reference or main run, "proxy" for
-  DoReMi); its model and DoReMi configs are built here, once, from gin."""
+  DoReMi, "online" for a main run with its proxy); its model and DoReMi configs are built
+  here, once, from gin (an online proxy's model from its reference run)."""
   if run.kind == "proxy" and not run.reference_model_dir:
     raise errors.DoremiError("a proxy run needs REFERENCE_MODEL_DIR (the trained reference run)")
   model_config = model_lib.TransformerConfig()
-  doremi_config = steps.DoremiConfig() if run.kind == "proxy" else None
+  doremi_config = steps.DoremiConfig() if run.kind in ("proxy", "online") else None
+  proxy_config = (online.reference_model_config(run.reference_model_dir)
+                  if run.kind == "online" else None)
   existed = os.path.isdir(run.model_dir)
   fresh = not (existed and lock.holds_outputs(run.model_dir))
   writer, set_up = jax.process_index() == 0, False
@@ -230,7 +255,7 @@ def train(run: RunSettings) -> dict[str, Any]:
       if finished is not None and finished.get("steps") == run.train_steps and not changed:
         return finished
       try:
-        trainer = Trainer(run, model_config, doremi_config)
+        trainer = Trainer(run, model_config, doremi_config, proxy_config)
         if writer:
           fingerprint.record(run.model_dir, fp)
       except BaseException:  # a failed set-up of a new run leaves no half-started dir
