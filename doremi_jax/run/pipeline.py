@@ -91,7 +91,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
              control_domains: Sequence[str] = (),
              doremi_schedule_segments: int | None = None, regmix_swarm: int | None = None,
              regmix_steps: int | None = None, regmix_batch_size: int | None = None,
-             regmix_concentration: float = 1.0, doremi_online: bool = False
+             regmix_concentration: float = 1.0,
+             regmix_model: Mapping[str, Any] | None = None, doremi_online: bool = False
              ) -> dict[str, Any]:
   """Runs all stages; returns (and writes) ``summary.json``.
 
@@ -107,7 +108,8 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
   ``eval_every`` records main runs' learning curves on ``report_split`` (steps-to-target;
   no choice looks at them); ``control_domains``
   (e.g. junk) are left out of the "learnable" average. ``doremi_schedule_segments``,
-  ``regmix_swarm`` and ``doremi_online`` add those arms (``docs/study.md``).
+  ``regmix_swarm`` and ``doremi_online`` add those arms (``docs/study.md``; ``regmix_model``:
+  TransformerConfig fields of the swarm's smaller models).
   """
   experiment_dir = os.path.abspath(experiment_dir)
   _check_settings(reference_steps=reference_steps, proxy_steps=proxy_steps,
@@ -162,10 +164,12 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
       if regmix_swarm:
         plan_ = regmix_arm.SwarmPlan(regmix_swarm, regmix_steps or proxy_steps,
                                      regmix_batch_size or settings_lib.bound_setting("batch_size"),
-                                     float(regmix_concentration))
+                                     float(regmix_concentration),
+                                     model=dict(regmix_model or {}))
+        plan_.model_config()  # a bad field is one line before the swarm trains
         found = regmix_arm.run_swarm(experiment_dir, uniform_mixture, baseline_rates, plan_)
         arms["regmix"] = ("regmix_weights", [found["weights_json"]])
-        result["regmix"] = {k: found[k] for k in ("weights", "fit", "cost", "plan")}
+        result["regmix"] = {k: found.get(k) for k in ("weights", "fit", "cost", "plan", "model")}
       if doremi_online:
         arms["doremi_online"] = rounds_lib.online_arm(
             rounds_out[0].reference_dir, uniform_mixture, baseline_mixture,

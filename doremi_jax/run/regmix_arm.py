@@ -32,6 +32,18 @@ class SwarmPlan:
   concentration: float = 1.0
   seed: int = 0
   eval_batches_per_domain: int = 4
+  # TransformerConfig fields that make the swarm's models smaller than the experiment's
+  # (RegMix's are ~1M parameters), e.g. {"emb_dim": 32, "mlp_dim": 128}; {}: the same model.
+  model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def model_config(self) -> model_lib.TransformerConfig:
+    """The experiment's model (gin's TransformerConfig) with ``model``'s fields replaced."""
+    base = model_lib.TransformerConfig()
+    unknown = sorted(set(self.model) - {f.name for f in dataclasses.fields(base)})
+    if unknown:
+      raise errors.DoremiError(f"pipeline.regmix_model names {unknown}, not TransformerConfig "
+                               "fields (e.g. {'emb_dim': 32, 'mlp_dim': 128})")
+    return dataclasses.replace(base, **dict(self.model))
 
   def as_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -79,7 +91,7 @@ def run_swarm(experiment_dir: str, uniform_mixture: str, natural: Mapping[str, f
   corpus = next(iter(sources.values())).corpus
   prior = np.asarray([natural[d] for d in domains])
   mixes = regmix.dirichlet_mixtures(prior, plan.size, plan.concentration, plan.seed)
-  cfg, mesh = model_lib.TransformerConfig(), partitioning.make_mesh()
+  cfg, mesh = plan.model_config(), partitioning.make_mesh()
   rules = partitioning.logical_axis_rules()
   lm, optimizer = model_lib.TransformerLM(cfg), ts.make_optimizer(plan.steps)
   length = corpus.sequence_length
@@ -114,6 +126,7 @@ def run_swarm(experiment_dir: str, uniform_mixture: str, natural: Mapping[str, f
   cost = {"seconds": seconds, "flops": float(flops.train_flops_per_token(cfg, length)
                                              * plan.size * plan.batch_size * length * plan.steps)}
   result = {"plan": plan.as_json(), "domains": domains, "mixtures": mixes.tolist(),
+            "model": {"num_params": cfg.num_params(), **dataclasses.asdict(cfg)},
             "validation_loss": target.tolist(), "fit": {"model": "log-linear ridge",
                                                         "coefficients": fit.coefficients.tolist(),
                                                         "r2": fit.r2},
