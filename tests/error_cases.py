@@ -131,10 +131,19 @@ def cases(base: Path, new: Callable[[str], Path], done: Path, train: Callable) -
   def run(name: str, *bindings: str):
     return train_cli.main, train(base, new(name), *bindings)
 
+  def online(name: str, *bindings: str, reference: Path = done):
+    return train_cli.main, train(base, new(name), f"--gin.REFERENCE_MODEL_DIR='{reference}'",
+                                 "--gin.MIXTURE_OR_TASK_NAME='prepared_natural'", *bindings,
+                                 run_gin="runs/online.gin")
+
   def prep(*args: str):
     return corpus_cli.main, ["prepare", *args]
 
   return {
+      "online_without_reference": lambda: run("on1", "--gin.train.kind='online'"),
+      "online_sweep": lambda: online("on2", "--gin.DoremiConfig.step_size=[1.0, 0.1]"),
+      "online_reference_unfinished": lambda: online(
+          "on3", reference=_copy_run(done, base / "unfinished", _unfinished)),
       "gin_syntax_binding": lambda: run("g1", "--gin.train.log_every=(5"),
       "gin_syntax_file": lambda: run("g2", f"--gin_file={_bad_gin(base)}"),
       "unknown_flag": lambda: run("g3", "--no_such_flag=1"),

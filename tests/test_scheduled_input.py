@@ -102,6 +102,7 @@ def test_the_pipelines_doremi_schedule_regmix_and_online_arms(tmp_path):
       "--gin.VOCAB_SIZE=259", f"--gin.pipeline.experiment_dir='{out}'",
       "--gin.pipeline.reference_steps=8", "--gin.pipeline.proxy_steps=8",
       "--gin.pipeline.main_steps=6", "--gin.pipeline.seeds=[0]", "--gin.BATCH_SIZE=8",
+      "--gin.pipeline.proxy_batch_size=16",
       "--gin.pipeline.doremi_schedule_segments=2", "--gin.pipeline.regmix_swarm=4",
       "--gin.pipeline.regmix_steps=6", "--gin.pipeline.doremi_online=True",
       "--gin.pipeline.regmix_model={'emb_dim': 32, 'mlp_dim': 64}",
@@ -113,6 +114,7 @@ def test_the_pipelines_doremi_schedule_regmix_and_online_arms(tmp_path):
                                              "natural", "regmix", "uniform"]
   found = json.loads((out / "regmix" / "result.json").read_text())
   assert len(found["mixtures"]) == len(found["validation_loss"]) == 4
+  assert found["plan"]["batch_size"] == 8  # BATCH_SIZE, not the proxy stage's batch
   assert found["model"]["emb_dim"] == 32 and found["model"]["num_layers"] == 2  # smaller swarm
   assert summary["regmix"]["weights"] == pytest.approx(found["weights"])
   assert sum(found["weights"].values()) == pytest.approx(1.0) and found["cost"]["flops"] > 0

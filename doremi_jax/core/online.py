@@ -21,6 +21,8 @@ from jax.sharding import Mesh
 from doremi_jax.core import partitioning, steps
 from doremi_jax.core.train_state import TrainState
 
+ONE_SETTING = ("an online DoReMi run takes one DoReMi setting, not a sweep; give "
+               "DoremiConfig.step_size/smoothing/estimator one value each")
 # The proxy's own metrics under these names (the main model's keep the plain ones).
 _PROXY_OWN = ("loss", "grad_norm", "unweighted_loss", "domain_loss", "domain_tokens")
 

@@ -18,6 +18,7 @@ import numpy as np
 from doremi_jax import errors, mixture_files, mixtures
 from doremi_jax.core import flops, steps
 from doremi_jax.core import model as model_lib
+from doremi_jax.core import online as online_lib
 from doremi_jax.data import online_input, seqio_input
 from doremi_jax.run import paths, training_input
 from doremi_jax.run.proxy import ProxyExtras
@@ -46,6 +47,8 @@ class OnlineRun:
 
   def __init__(self, run: RunSettings, provider, domains: Sequence[str],
                doremi_config: steps.DoremiConfig):
+    if steps.num_proxies(doremi_config) > 1:  # before any warning about the proxy's batch
+      raise errors.DoremiError(online_lib.ONE_SETTING)
     proxy_provider = mixtures.provider(run.online_proxy_mixture)
     if sorted(mixtures.domain_names(proxy_provider)) != sorted(domains):
       raise errors.DoremiError(

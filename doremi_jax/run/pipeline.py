@@ -135,9 +135,12 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
                              f"domains of {uniform_mixture!r} ({domains})")
   learnable = [d for d in domains if d not in set(control_domains)] if control_domains else None
   sizes = ladder.main_sizes(main_models)
+  # The experiment's BATCH_SIZE, read now: each stage re-parses gin with its own bindings
+  # (the proxy stage's batch would be read after it).
+  batch_size = settings_lib.bound_setting("batch_size")
   user_arms = stages_lib.load_arms(dict(extra_arms or {}), domains)
   if unimax_epochs is not None and run_main:
-    budget = main_steps * settings_lib.bound_setting("batch_size") * _sequence_length()
+    budget = main_steps * batch_size * _sequence_length()
     user_arms.update(_unimax_arm(uniform_mixture, domains, budget, float(unimax_epochs)))
   # One live pipeline per experiment dir (each stage also locks its own MODEL_DIR).
   with lock.RunLock(experiment_dir, "experiment dir", enabled=jax.process_index() == 0):
@@ -163,7 +166,7 @@ def pipeline(stages: stages_lib.Stages, experiment_dir: str = gin.REQUIRED,
               **{a: (v.mixture, [v.export["json"]]) for a, v in doremi_arms.items()}}
       if regmix_swarm:
         plan_ = regmix_arm.SwarmPlan(regmix_swarm, regmix_steps or proxy_steps,
-                                     regmix_batch_size or settings_lib.bound_setting("batch_size"),
+                                     regmix_batch_size or batch_size,
                                      float(regmix_concentration),
                                      model=dict(regmix_model or {}))
         plan_.model_config()  # a bad field is one line before the swarm trains

@@ -148,8 +148,7 @@ def _build_online(settings: RunSettings, num_domains: int,
   if proxy_config is None:
     raise ValueError("an online step needs its proxy's model config")
   if steps.num_proxies(doremi_config) > 1:
-    raise errors.DoremiError("an online DoReMi run takes one DoReMi setting, not a sweep; give "
-                             "DoremiConfig.step_size/smoothing/estimator one value each")
+    raise errors.DoremiError(online_lib.ONE_SETTING)
   mesh = partitioning.make_mesh() if mesh is None else mesh
   rules = partitioning.logical_axis_rules()
   divisor = partitioning.batch_size_divisor(mesh, rules)
