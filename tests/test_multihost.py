@@ -111,3 +111,24 @@ def test_a_signal_to_one_host_stops_both_at_one_step(prepared_dir, tmp_path):
   for a, b in zip(_params(full, 40), _params(model_dir, 40), strict=True):
     np.testing.assert_array_equal(a, b, err_msg=f"stopped at step {step}")
   print(f"2 processes stopped together at step {step}; the resumed run is bit-identical")
+
+
+@pytest.mark.slow
+def test_an_online_run_on_two_processes_draws_the_one_process_batches(prepared_dir, tmp_path):
+  """Online DoReMi on 2 processes x 4 devices: every host draws its slice of the same global
+  rows from the same replicated weights, so the weights the main batches were drawn with
+  and the losses are those of 1 process x 8 devices (up to the cross-process sums)."""
+  ref = str(tmp_path / "ref")
+  _run(prepared_dir, 1, 8, "runs/reference.gin", ref)
+  runs = {}
+  for processes, devices in ((1, 8), (2, 4)):
+    runs[processes] = _run(
+        prepared_dir, processes, devices, "runs/online.gin", str(tmp_path / f"online_{processes}"),
+        f'--gin.REFERENCE_MODEL_DIR="{ref}"', "--gin.MIXTURE_OR_TASK_NAME='prepared_natural'",
+        "--gin.DoremiConfig.step_size=1.0", "--gin.PROXY_BATCH_SIZE=32")
+  one, two = runs[1], runs[2]
+  assert one["kind"] == two["kind"] == "online"
+  a, b = (np.asarray([r["online"]["mean_drawn_weights"][d] for d in one["domains"]])
+          for r in (one, two))
+  assert np.abs(a - b).max() < WEIGHT_TOLERANCE and np.abs(a - 0.25).max() > 1e-3, (a, b)
+  np.testing.assert_allclose(one["final_loss"], two["final_loss"], rtol=1e-5)
