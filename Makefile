@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/online_overhead.py
 	$(PY) benchmarks/domains_scaling.py
 	$(PY) benchmarks/pod_fit.py
 

@@ -21,6 +21,8 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 NOT_RUN = {
     "make demo": "the pipeline command below is the demo's, with shrunk steps; CI runs make test",
     "make test": "this suite is make test",
+    "python -m doremi_jax.train --gin_file=runs/online.gin":
+        "tests/test_online.py runs it shrunk, after the reference run it needs",
     "pip install 'apache-beam[gcp]": "cloud extras, not in requirements.lock",
     "doremi-corpus prepare --source=pile:gs://": "needs Google Cloud (Dataflow)",
     "python -m doremi_jax.corpus build": "downloads packages; test_corpus_tasks builds a slice",
