@@ -30,7 +30,8 @@ def clean_gin():
 
 
 def test_settings_are_validated_once_and_configured_by_gin_as_train(tmp_path, clean_gin):
-  with pytest.raises(errors.DoremiError, match=r"train.kind must be one of \('plain', 'proxy', 'online'\)"):
+  with pytest.raises(errors.DoremiError,
+                     match=r"train.kind must be one of \('plain', 'proxy', 'online'\)"):
     _settings(tmp_path, kind="dpo")
   with pytest.raises(errors.DoremiError, match="TASK_FEATURE_LENGTHS must be a mapping"):
     _settings(tmp_path, task_feature_lengths=[64])
