@@ -4,7 +4,8 @@ writes into runs/study/ and runs/study_controls/):
     python docs/study_tables.py runs/study_controls/summary.json [START]
 
 With START (a logged proxy step), also each proxy's weights averaged after START and its
-last iterate (from the proxy's trajectory file).
+last iterate (from the proxy's trajectory file). With the methods' arms (`make
+study-methods`), also RegMix's and online DoReMi's weights and every method's cost.
 """
 import json
 import os
@@ -26,9 +27,30 @@ def table(header, rows):
     print("| " + " | ".join(row) + " |")
 
 
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _online_runs(s, size_label):
+  """The doremi_online arm's run summaries at one size (seed order)."""
+  parts = [s["experiment_dir"], "main"] + ([size_label] if len(s["sizes"]) > 1 or
+                                           size_label != "main" else [])
+  root = os.path.join(*parts, "doremi_online")
+  if not os.path.isdir(root):
+    return []
+  return [_read(os.path.join(root, d, "train_summary.json")) for d in sorted(os.listdir(root))]
+
+
 def weights(s):
   cols = {"natural": s["baseline_weights"], **s.get("arm_weights", {}),
           **{a: v["weights"] for a, v in s["doremi_arms"].items()}}
+  if "regmix" in s:
+    cols["regmix"] = s["regmix"]["weights"]
+  online = _online_runs(s, next(iter(s["sizes"])))
+  if online:  # the mean over seeds of the weights each run's main batches were drawn with
+    cols["online (drawn)"] = {d: sum(r["online"]["mean_drawn_weights"][d] for r in online)
+                              / len(online) for d in s["domains"]}
   names = [a.replace("doremi_", "").replace("-token_clip-c0.001", "") for a in cols]
   table(["domain"] + names, [[short(d)] + [f"{cols[a][d]:.3f}" for a in cols]
                              for d in s["domains"]])
@@ -118,6 +140,30 @@ def per_domain(s, size):
         f"{excess[a]['bits_per_byte'][d]['mean']:+.3f}" for a in excess] for d in s["domains"]])
 
 
+def costs(s):
+  """What finding each mixture cost, and each arm's main runs (FLOPs: core/flops.py)."""
+  reference = _read(os.path.join(s["rounds"][0]["reference_dir"], "train_summary.json"))
+  rows = [["DoReMi (reference + proxy)", f"{s['doremi_cost']['flops']:.3g}",
+           f"{s['doremi_cost']['seconds']:.0f}"]]
+  if "regmix" in s:
+    c = s["regmix"]["cost"]
+    rows.append([f"RegMix swarm ({s['regmix']['plan']['size']} models)", f"{c['flops']:.3g}",
+                 f"{c['seconds']:.0f}"])
+  rows.append(["online DoReMi's reference", f"{reference['estimated_flops']:.3g}",
+               f"{reference['wall_seconds']:.0f}"])
+  table(["mixture found by", "FLOPs", "seconds"], rows)
+  for label, size in s["sizes"].items():
+    cost = size.get("arm_cost")
+    if not cost:
+      continue
+    base = cost["natural"]
+    print(f"\nmain runs at {label} (per run: mean FLOPs, median seconds):\n")
+    table(["arm", "FLOPs", "x natural's", "seconds", "x natural's"], [
+        [a, f"{c['flops']:.3g}", f"{c['flops'] / base['flops']:.2f}",
+         f"{c['seconds_median']:.0f}", f"{c['seconds_median'] / base['seconds_median']:.2f}"]
+        for a, c in cost.items()])
+
+
 def main(path, start=None):
   with open(path) as f:
     s = json.load(f)
@@ -136,6 +182,9 @@ def main(path, start=None):
           f"seconds ({size['main_run_seconds_median']:.0f} s), {frac['flops']:.2f}x its FLOPs "
           f"({size['main_run_flops']:.3g})\n")
     per_domain(s, size)
+  if "regmix" in s or any(_online_runs(s, label) for label in s["sizes"]):
+    print()
+    costs(s)
 
 
 if __name__ == "__main__":
