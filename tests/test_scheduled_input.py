@@ -102,7 +102,7 @@ def test_the_pipelines_doremi_schedule_regmix_and_online_arms(tmp_path):
       "--gin.VOCAB_SIZE=259", f"--gin.pipeline.experiment_dir='{out}'",
       "--gin.pipeline.reference_steps=8", "--gin.pipeline.proxy_steps=8",
       "--gin.pipeline.main_steps=6", "--gin.pipeline.seeds=[0]", "--gin.BATCH_SIZE=8",
-      "--gin.pipeline.proxy_batch_size=16",
+      "--gin.pipeline.proxy_batch_size=16", "--gin.pipeline.eval_every=3",
       "--gin.pipeline.doremi_schedule_segments=2", "--gin.pipeline.regmix_swarm=4",
       "--gin.pipeline.regmix_steps=6", "--gin.pipeline.doremi_online=True",
       "--gin.pipeline.regmix_model={'emb_dim': 32, 'mlp_dim': 64}",
@@ -128,3 +128,5 @@ def test_the_pipelines_doremi_schedule_regmix_and_online_arms(tmp_path):
   assert online["kind"] == "online" and online["reference_model_dir"].endswith("reference")
   cost = summary["sizes"]["main"]["arm_cost"]
   assert cost["doremi_online"]["flops"] > cost["natural"]["flops"] > 0
+  curves = summary["sizes"]["main"]["curves"]["all"]["series"]  # learning curves of every arm
+  assert curves["doremi_online"]["0"]["steps"] == [3, 6]
