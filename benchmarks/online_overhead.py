@@ -27,10 +27,11 @@ import bench_setup  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from doremi_jax.core import flops, online, steps  # noqa: E402
+from doremi_jax.core import flops, partitioning, steps  # noqa: E402
 from doremi_jax.core import model as model_lib  # noqa: E402
-from doremi_jax.core import train_state as ts  # noqa: E402
 from doremi_jax.data import online_input  # noqa: E402
+from doremi_jax.run import settings as settings_lib  # noqa: E402
+from doremi_jax.run import step_builder  # noqa: E402
 
 NUM_DOMAINS = 8
 SIZES = {"micro": dict(num_layers=2, emb_dim=64, num_heads=2, head_dim=32, mlp_dim=256),
@@ -45,20 +46,23 @@ def _config(name: str, vocab: int) -> model_lib.TransformerConfig:
 def bench(main_name: str, args) -> dict:
   seq, batch = args.seq, 16
   main_cfg, proxy_cfg = _config(main_name, args.vocab), _config("micro", args.vocab)
-  _, mesh, _, optimizer = bench_setup.tiny_model(args.vocab, untied=True)
-  main_lm, proxy_lm = model_lib.TransformerLM(main_cfg), model_lib.TransformerLM(proxy_cfg)
-  _, main_sh = ts.state_shardings(main_lm, optimizer, mesh, seq, None)
-  _, proxy_sh = ts.state_shardings(proxy_lm, optimizer, mesh, seq, NUM_DOMAINS)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  shardings = main_sh.replace(domains=online.OnlineDomains(proxy_sh, replicated))
-  cfg = steps.DoremiConfig(step_size=args.step_size)
-  online_step = online.make_online_step(main_lm, proxy_lm, optimizer, optimizer, mesh,
-                                        shardings, proxy_sh.params, NUM_DOMAINS, cfg)
-  proxy0 = ts.init_state(proxy_lm, optimizer, mesh, seq, 0, NUM_DOMAINS)
-  state = {"online": jax.device_put(ts.init_state(main_lm, optimizer, mesh, seq, 0).replace(
-      domains=online.initial_domains(proxy0, 1 << 16)), shardings)}
-  reference = ts.init_state(proxy_lm, optimizer, mesh, seq, 1).params
-  plain = bench_setup.Runner.fresh("plain", main_lm, optimizer, mesh, seq, NUM_DOMAINS)
+  mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+
+  def settings(kind):
+    return settings_lib.RunSettings(
+        model_dir="unused", mixture_or_task_name="unused", task_feature_lengths={"targets": seq},
+        train_steps=10_000, kind=kind, batch_size=batch, reference_model_dir="unused",
+        online_proxy_mixture="unused", online_proxy_batch_size=args.proxy_batch)
+
+  doremi = steps.DoremiConfig(step_size=args.step_size)
+  online = step_builder.build(settings("online"), NUM_DOMAINS, main_cfg, doremi, mesh,
+                              proxy_cfg)
+  online_step = online.step
+  state = {"online": online.init_model_state(0)}
+  reference = step_builder.build(settings("proxy"), NUM_DOMAINS, proxy_cfg, doremi,
+                                 mesh).init_model_state(1).params
+  built_plain = step_builder.build(settings("plain"), NUM_DOMAINS, main_cfg, mesh=mesh)
+  plain = bench_setup.Runner(built_plain.step, built_plain.init_model_state(0))
   shard = steps.batch_shardings(mesh)
   main_batches = bench_setup.random_batches(4, batch, seq, args.vocab, shard, NUM_DOMAINS)
   proxy_batches = bench_setup.random_batches(4, args.proxy_batch, seq, args.vocab, shard,
@@ -86,7 +90,8 @@ def bench(main_name: str, args) -> dict:
           "paired": bench_setup.paired_ratio(times["online"], times["plain"]),
           "flops_ratio": (main_flops + extra) / main_flops,
           "host_ms": 1e3 * statistics.median(host_seconds),
-          "compiles": {"plain": plain.compiles(), "online": online_step.jitted._cache_size()}}  # pylint: disable=protected-access
+          "compiles": {"plain": plain.compiles(),
+                       "online": bench_setup.Runner(online_step, None).compiles()}}
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from doremi_jax.run import paths
+
 
 def short(domain):
   return domain.split("_", 1)[1]
@@ -34,12 +36,10 @@ def _read(path):
 
 def _online_runs(s, size_label):
   """The doremi_online arm's run summaries at one size (seed order)."""
-  parts = [s["experiment_dir"], "main"] + ([size_label] if len(s["sizes"]) > 1 or
-                                           size_label != "main" else [])
-  root = os.path.join(*parts, "doremi_online")
-  if not os.path.isdir(root):
-    return []
-  return [_read(os.path.join(root, d, "train_summary.json")) for d in sorted(os.listdir(root))]
+  size = None if size_label == "main" else size_label  # the pipeline's label of one size
+  found = [paths.main_run_dir(s["experiment_dir"], "doremi_online", seed, size)
+           for seed in s["seeds"]]
+  return [_read(os.path.join(d, "train_summary.json")) for d in found if os.path.isdir(d)]
 
 
 def weights(s):

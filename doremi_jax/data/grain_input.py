@@ -84,6 +84,15 @@ def model_features(targets: np.ndarray, domain_ids: np.ndarray) -> dict[str, np.
           "domain_ids": np.asarray(domain_ids, np.int32)}
 
 
+def check_hosts(global_batch_size: int, process_index: int, process_count: int) -> None:
+  """A global batch splits evenly over the hosts, and this host is one of them."""
+  if not 0 <= process_index < process_count:
+    raise errors.DoremiError(f"process_index {process_index} not in [0, {process_count})")
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise errors.DoremiError(f"batch size {global_batch_size} does not divide over "
+                             f"{process_count} hosts")
+
+
 def domain_sources(corpus: PreparedCorpus, domains: Sequence[str], split: str, seed: int,
                    used: Sequence[int], why_needed) -> dict:
   """Domain index -> its sequences as ``grain.MapDataset.source(...).shuffle(seed_d)``
@@ -129,11 +138,7 @@ class MixtureInput:
     unknown = sorted(set(weights) - set(self.domains))
     if unknown:
       raise errors.DoremiError(f"weights name domains {unknown} missing from {self.domains}")
-    if not 0 <= process_index < process_count:
-      raise errors.DoremiError(f"process_index {process_index} not in [0, {process_count})")
-    if global_batch_size <= 0 or global_batch_size % process_count:
-      raise errors.DoremiError(f"batch size {global_batch_size} does not divide over "
-                               f"{process_count} hosts")
+    check_hosts(global_batch_size, process_index, process_count)
     self.corpus, self.seed, self.split = corpus, int(seed), split
     self.global_batch_size = int(global_batch_size)
     self.local_batch_size = self.global_batch_size // process_count

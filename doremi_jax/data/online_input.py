@@ -88,11 +88,7 @@ class OnlineMixtureInput:
   def __init__(self, corpus: PreparedCorpus, domains: Sequence[str], global_batch_size: int,
                seed: int = 0, split: str = "train", process_index: int = 0,
                process_count: int = 1):
-    if not 0 <= process_index < process_count:
-      raise errors.DoremiError(f"process_index {process_index} not in [0, {process_count})")
-    if global_batch_size <= 0 or global_batch_size % process_count:
-      raise errors.DoremiError(f"batch size {global_batch_size} does not divide over "
-                               f"{process_count} hosts")
+    grain_input.check_hosts(global_batch_size, process_index, process_count)
     self.domains = list(domains)
     self.local_batch_size = int(global_batch_size) // process_count
     self.process_index = process_index

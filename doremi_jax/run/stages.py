@@ -104,11 +104,18 @@ class MainRuns:
   """Every arm x seed of one main model size: evaluations, learning curves and costs."""
   evals: dict[str, dict[str, dict[str, Any]]]  # {split: {arm: {seed: evaluation}}}
   curves: dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # {split: {arm: {seed: rows}}}
-  seconds: list[float]
-  flops: list[float]
   model: dict[str, Any]  # the main model's config (with num_params) from a run's summary
   # {arm: {"seconds": [...], "flops": [...]}} over seeds: an online arm's include its proxy
   arm_cost: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+
+  @property
+  def seconds(self) -> list[float]:
+    """Every main run's wall seconds (all arms and seeds)."""
+    return [x for c in self.arm_cost.values() for x in c["seconds"]]
+
+  @property
+  def flops(self) -> list[float]:
+    return [x for c in self.arm_cost.values() for x in c["flops"]]
 
 
 def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[int],
@@ -118,7 +125,7 @@ def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[i
   """Every arm x seed trained the same way, each evaluated on the same held-out sets (and,
   with ``eval_every``, on a fixed subset of ``curve_split`` every ``eval_every`` steps)."""
   out = MainRuns({split: {} for split in eval_splits}, {split: {} for split in eval_splits},
-                 [], [], {})
+                 {})
   curve = ([f"train.eval_every = {int(eval_every)}", f"train.curve_splits = {[curve_split]!r}"]
            if eval_every else [])
   for arm, entry in arms.items():
@@ -129,11 +136,9 @@ def main_runs(stages: Stages, experiment_dir: str, arms: Arms, seeds: Sequence[i
       summary = stages.train("runs/main.gin", main_dir, main_steps,
                              [f"MIXTURE_OR_TASK_NAME = {mixture!r}", f"SEED = {int(seed)}",
                               *curve, *bindings], modules, main_files)
-      out.seconds.append(summary["wall_seconds"])
-      out.flops.append(summary.get("estimated_flops") or 0.0)
       cost = out.arm_cost.setdefault(arm, {"seconds": [], "flops": []})
-      cost["seconds"].append(out.seconds[-1])
-      cost["flops"].append(out.flops[-1])
+      cost["seconds"].append(summary["wall_seconds"])
+      cost["flops"].append(summary.get("estimated_flops") or 0.0)
       out.model = summary["model"]
       for split in eval_splits:
         out.evals[split].setdefault(arm, {})[str(seed)] = stages.evaluate(
